@@ -1,0 +1,30 @@
+# The project's commands. Every target builds the virtual environment first.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+SYSTEM_PYTHON ?= python3
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt worker/requirements.txt
+	test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## Seed the dev stack's items into a local RabbitMQ and run the work Job's pods as processes.
+demo: venv
+	$(PYTHON) -m workqueue.demo $(DEMO_ARGS)
+
+## The whole test suite against the local RabbitMQ.
+test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
