@@ -12,7 +12,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt worker/requirements.tx
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+export PYTHONPATH := $(CURDIR)/worker
+
 ## Seed the dev stack's items into a local RabbitMQ and run the work Job's pods as processes.
+## Options: ITEMS=file MODE=coarse|fine PARALLELISM=n WORK_SECONDS=s (defaults: Pulumi.dev.yaml).
+DEMO_ARGS = $(if $(ITEMS),--items-file $(ITEMS)) $(if $(MODE),--mode $(MODE)) \
+	$(if $(PARALLELISM),--parallelism $(PARALLELISM)) \
+	$(if $(WORK_SECONDS),--work-seconds $(WORK_SECONDS))
+
 demo: venv
 	$(PYTHON) -m workqueue.demo $(DEMO_ARGS)
 

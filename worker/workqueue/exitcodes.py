@@ -1,4 +1,4 @@
-"""Process exit codes of the `seed` and `work` commands, shared with the Pulumi program."""
+"""Exit codes of the `seed` and `work` commands, shared with the Pulumi program."""
 
 #: The command did what it was asked, or the queue was already empty.
 OK = 0

@@ -1,0 +1,1 @@
+"""Seeder and worker for the work-queue batch pattern on RabbitMQ."""

@@ -1,0 +1,326 @@
+"""The `work` command: take items from the queue, process them, acknowledge them.
+
+An item is acknowledged only after its work succeeded. A failed item goes back to
+the queue for another attempt; on its last allowed attempt, or when it can never
+succeed, the worker moves it to the dead-letter queue with the reason in its headers.
+The work runs on its own thread while the main thread keeps the connection's
+heartbeats flowing, so a long item is not redelivered behind its back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from workqueue import exitcodes
+from workqueue.broker import connect, describe
+from workqueue.handlers import Handler, PoisonItem
+from workqueue.queues import DELIVERY_COUNT_HEADER, declare_queues
+from workqueue.settings import WorkSettings
+
+log = logging.getLogger(__name__)
+
+#: How long a fine-mode worker waits for a delivery before it asks whether the queue
+#: is empty; short, because asking costs one round trip and exiting late costs a pod.
+IDLE_CHECK_SECONDS = 0.2
+#: How long a cancelled handler gets to return before the worker gives up on it.
+CANCEL_GRACE_SECONDS = 5.0
+#: Longest part of the item's body that goes into a log line.
+LOGGED_BODY_BYTES = 40
+#: Headers a dead-lettered item carries, beside the broker's own `x-death`.
+REASON_HEADER = "x-workqueue-reason"
+ATTEMPTS_HEADER = "x-workqueue-attempts"
+FAILED_AT_HEADER = "x-workqueue-failed-at"
+
+
+class Delivery(NamedTuple):
+    """One item as the broker delivered it."""
+
+    method: pika.spec.Basic.Deliver | pika.spec.Basic.GetOk
+    properties: pika.BasicProperties
+    body: bytes
+
+
+class Stopped(Exception):
+    """SIGTERM arrived while an item was being processed."""
+
+
+class ItemTimedOut(Exception):
+    """The item ran past `ITEM_TIMEOUT_SECONDS`."""
+
+
+@dataclass
+class Tally:
+    """What one worker did, for the summary line at exit."""
+
+    acked: int = 0
+    requeued: int = 0
+    dead_lettered: int = 0
+    redelivered: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class _HandlerThread:
+    """Runs the handler on one daemon thread, an item at a time.
+
+    A daemon, so that a handler which hangs past its time-out cannot keep the
+    process alive once the worker has given up on it.
+    """
+
+    def __init__(self, handler: Handler):
+        self.handler = handler
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="handler", daemon=True).start()
+
+    def submit(self, body: bytes) -> Future:
+        future: Future = Future()
+        self._inbox.put((body, future))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            body, future = self._inbox.get()
+            try:
+                future.set_result(self.handler(body))
+            # The handler is the user's code: whatever it raises is that item's failure.
+            except Exception as error:  # noqa: BLE001
+                future.set_exception(error)
+
+
+class Worker:
+    """One worker process: connects, takes items in its mode, and reports."""
+
+    def __init__(self, settings: WorkSettings, handler: Handler):
+        self._settings = settings
+        self._runner = _HandlerThread(handler)
+        self._deliveries: deque[Delivery] = deque()
+        self._poll_seconds = min(0.5, settings.broker.heartbeat_seconds / 4)
+        self._stop_requested = False
+        self._handler_stuck = False
+        self.tally = Tally()
+
+    def request_stop(self, *_signal_args: object) -> None:
+        """Ask the worker to return its in-flight item and exit; signal-handler safe."""
+        self._stop_requested = True
+
+    def run(self) -> int:
+        """Work until done; returns the process exit code (see `exitcodes`).
+
+        Raises:
+            BrokerUnreachable: no connection before the connect deadline.
+        """
+        connection = connect(self._settings.broker)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            ready = declare_queues(channel, self._settings.queue)
+            if self._settings.mode == "coarse":
+                code = self._run_coarse(connection, channel)
+            else:
+                code = self._run_fine(connection, channel, ready)
+        except pika.exceptions.ChannelClosedByBroker as error:
+            log.error("event=broker-error error=%r", describe(error))
+            code = (
+                exitcodes.BAD_CONFIG
+                if error.reply_code == 406
+                else exitcodes.BROKER_FAILED
+            )
+        except (
+            pika.exceptions.AMQPConnectionError,
+            pika.exceptions.AMQPChannelError,
+        ) as error:
+            log.error("event=broker-error error=%r", describe(error))
+            code = exitcodes.BROKER_FAILED
+        finally:
+            _close_quietly(connection)
+        self._log_summary(code)
+        return code
+
+    def _run_coarse(
+        self, connection: pika.BlockingConnection, channel: BlockingChannel
+    ) -> int:
+        method, properties, body = channel.basic_get(self._settings.queue.name)
+        if method is None:
+            log.info("event=queue-empty queue=%s", self._settings.queue.name)
+            return exitcodes.OK
+        outcome = self._process(connection, channel, Delivery(method, properties, body))
+        if outcome == "acked":
+            return exitcodes.OK
+        return exitcodes.TERMINATED if self._stop_requested else exitcodes.ITEM_FAILED
+
+    def _run_fine(
+        self, connection: pika.BlockingConnection, channel: BlockingChannel, ready: int
+    ) -> int:
+        queue_name = self._settings.queue.name
+        if ready == 0:
+            log.info("event=queue-empty queue=%s", queue_name)
+            return exitcodes.OK
+        channel.basic_qos(prefetch_count=self._settings.prefetch)
+        channel.basic_consume(
+            queue_name,
+            lambda _channel, method, properties, body: self._deliveries.append(
+                Delivery(method, properties, body)
+            ),
+        )
+        while not (self._stop_requested or self._handler_stuck):
+            if self._deliveries:
+                self._process(connection, channel, self._deliveries.popleft())
+                continue
+            connection.process_data_events(time_limit=IDLE_CHECK_SECONDS)
+            if self._deliveries:
+                continue
+            # The passive declare travels on the consuming channel, so every delivery
+            # the broker sent before its answer has been queued by the time it returns.
+            ready = _ready_count(channel, queue_name)
+            if ready == 0 and not self._deliveries:
+                log.info("event=queue-empty queue=%s", queue_name)
+                break
+
+        if self._stop_requested:
+            return exitcodes.TERMINATED
+        if self._handler_stuck or self.tally.dead_lettered:
+            return exitcodes.ITEM_FAILED
+        return exitcodes.OK
+
+    def _process(
+        self,
+        connection: pika.BlockingConnection,
+        channel: BlockingChannel,
+        delivery: Delivery,
+    ) -> str:
+        """Run the work on one item, settle it with the broker, return the outcome."""
+        headers = delivery.properties.headers or {}
+        attempt = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
+        started = time.monotonic()
+        if delivery.method.redelivered:
+            self.tally.redelivered += 1
+
+        error = self._run_handler(connection, delivery.body)
+
+        tag = delivery.method.delivery_tag
+        if error is None:
+            channel.basic_ack(tag)
+            outcome = "acked"
+            self.tally.acked += 1
+        elif isinstance(error, Stopped):
+            channel.basic_nack(tag, requeue=True)
+            outcome = "requeued-on-stop"
+            self.tally.requeued += 1
+        elif (
+            isinstance(error, PoisonItem)
+            or attempt >= self._settings.queue.delivery_limit
+        ):
+            self._dead_letter(channel, delivery, describe(error), attempt)
+            channel.basic_ack(tag)
+            outcome = "dead-lettered"
+            self.tally.dead_lettered += 1
+        else:
+            channel.basic_nack(tag, requeue=True)
+            outcome = "requeued"
+            self.tally.requeued += 1
+
+        log.log(
+            logging.INFO if error is None else logging.WARNING,
+            "event=item item=%s body=%r outcome=%s attempt=%d ms=%d redelivered=%s%s",
+            delivery.properties.message_id or f"tag-{tag}",
+            delivery.body[:LOGGED_BODY_BYTES],
+            outcome,
+            attempt,
+            (time.monotonic() - started) * 1000,
+            str(delivery.method.redelivered).lower(),
+            "" if error is None else f" error={describe(error)!r}",
+        )
+        return outcome
+
+    def _run_handler(
+        self, connection: pika.BlockingConnection, body: bytes
+    ) -> BaseException | None:
+        """Run the handler on its thread; returns its error, or None on success."""
+        if not body:
+            return PoisonItem("empty item")
+        deadline = time.monotonic() + self._settings.item_timeout_seconds
+        future = self._runner.submit(body)
+        while not wait([future], timeout=self._poll_seconds).done:
+            connection.process_data_events(time_limit=0)
+            if self._stop_requested:
+                self._cancel(future)
+                return Stopped("SIGTERM during the item")
+            if time.monotonic() > deadline:
+                self._cancel(future)
+                return ItemTimedOut(
+                    "ran past ITEM_TIMEOUT_SECONDS="
+                    f"{self._settings.item_timeout_seconds:g}"
+                )
+        return future.exception()
+
+    def _cancel(self, future: Future) -> None:
+        cancel = getattr(self._runner.handler, "cancel", None)
+        if cancel is not None:
+            cancel()
+        if not wait([future], timeout=CANCEL_GRACE_SECONDS).done:
+            # A Python handler cannot be interrupted: this process stops taking items.
+            self._handler_stuck = True
+
+    def _dead_letter(
+        self, channel: BlockingChannel, delivery: Delivery, reason: str, attempt: int
+    ) -> None:
+        """Publish the item to the dead-letter queue, confirmed, before it is acked."""
+        headers = dict(delivery.properties.headers or {})
+        headers.update(
+            {
+                REASON_HEADER: reason,
+                ATTEMPTS_HEADER: attempt,
+                FAILED_AT_HEADER: datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        properties = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=delivery.properties.message_id,
+            content_type=delivery.properties.content_type,
+            headers=headers,
+        )
+        channel.basic_publish(
+            "",
+            self._settings.queue.dead_letter_name,
+            delivery.body,
+            properties,
+            mandatory=True,
+        )
+
+    def _log_summary(self, code: int) -> None:
+        tally = self.tally
+        log.info(
+            "event=summary mode=%s queue=%s acked=%d requeued=%d dead_lettered=%d "
+            "redelivered=%d ms=%d exit=%d",
+            self._settings.mode,
+            self._settings.queue.name,
+            tally.acked,
+            tally.requeued,
+            tally.dead_lettered,
+            tally.redelivered,
+            (time.monotonic() - tally.started) * 1000,
+            code,
+        )
+
+
+def _ready_count(channel: BlockingChannel, queue_name: str) -> int:
+    return channel.queue_declare(queue_name, passive=True).method.message_count
+
+
+def _close_quietly(connection: pika.BlockingConnection) -> None:
+    if connection.is_open:
+        try:
+            connection.close()
+        except pika.exceptions.AMQPError as error:
+            log.debug("event=close outcome=failed error=%r", describe(error))
