@@ -47,7 +47,7 @@ class QueueUnderTest:
         return environment
 
     def seed(self, items: list[bytes], *args: str, **overrides: object):
-        """Run `python -m workqueue seed` with the items on stdin; returns the result."""
+        """Run `python -m workqueue seed` with the items on stdin; return the result."""
         return subprocess.run(
             [sys.executable, "-m", "workqueue", "seed", *args],
             input=b"".join(item + b"\n" for item in items),

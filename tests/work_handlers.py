@@ -1,4 +1,4 @@
-"""Handlers the tests run inside real worker processes (`WORK_HANDLER=work_handlers:...`).
+"""Handlers the tests run in real worker processes (`WORK_HANDLER=work_handlers:...`).
 
 Each one appends what it did to the file named by `RECORD_FILE`, one line per item,
 so a test can count how often each item was processed across processes.
