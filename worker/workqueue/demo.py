@@ -200,7 +200,9 @@ def run(settings: DemoSettings, url: str) -> int:
         "WORK_MODE": settings.mode,
         "WORK_SECONDS": str(settings.work_seconds),
         "DELIVERY_LIMIT": str(settings.delivery_limit),
-        "PYTHONPATH": str(ROOT / "worker"),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "worker"), os.environ.get("PYTHONPATH")])
+        ),
     }
     started = time.monotonic()
 

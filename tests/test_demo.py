@@ -1,0 +1,46 @@
+"""`make demo`: the dev stack's job on the local broker, with an honest summary."""
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+from workqueue.demo import TUTORIAL_ITEMS, stack_config
+
+
+def _demo(*args: str, **environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workqueue.demo", "--work-seconds", "0.1", *args],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "worker"), str(ROOT / "tests")]),
+            **environment,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_demo_processes_every_item_of_the_dev_stack_once():
+    expected = len(stack_config().get("items", TUTORIAL_ITEMS))
+
+    result = _demo()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Summary: {expected} of {expected} items processed" in result.stdout
+    assert "0 lost, 0 processed twice" in result.stdout
+
+
+def test_the_demo_fails_when_an_item_is_dead_lettered():
+    result = _demo(
+        "--mode", "fine", "--parallelism", "3",
+        WORK_HANDLER="work_handlers:fail_some", FAIL_ITEMS="cherry",
+        RECORD_FILE=os.devnull,
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 dead-lettered" in result.stdout
+    assert "Dead-lettered items are kept in queue" in result.stdout
