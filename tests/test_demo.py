@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
+from workqueue import demo, exitcodes, localbroker
 from workqueue.demo import TUTORIAL_ITEMS, stack_config
 
 
@@ -44,3 +45,26 @@ def test_the_demo_fails_when_an_item_is_dead_lettered():
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 dead-lettered" in result.stdout
     assert "Dead-lettered items are kept in queue" in result.stdout
+
+
+def test_without_a_broker_the_demo_starts_a_private_node(monkeypatch, capsys):
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    monkeypatch.setattr(demo, "broker_answers", lambda _host, _port: False)
+
+    exit_code = demo.main(["--work-seconds", "0"])
+
+    output = capsys.readouterr().out
+    assert exit_code == 0, output
+    assert "starting a private RabbitMQ node" in output
+    assert "items processed" in output and "0 lost" in output
+
+
+def test_without_rabbitmq_installed_the_demo_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    monkeypatch.setattr(demo, "broker_answers", lambda _host, _port: False)
+    monkeypatch.setattr(localbroker.shutil, "which", lambda _name: None)
+
+    exit_code = demo.main([])
+
+    assert exit_code == exitcodes.BAD_CONFIG
+    assert "sudo apt-get install -y rabbitmq-server" in capsys.readouterr().err
