@@ -267,6 +267,14 @@ def seed(settings: SeedSettings, items: Sequence[bytes], batch: str) -> int:
             return 0
         if entry is not None and entry.batch == batch and entry.state == "started":
             ready = _purge_interrupted_run(channel, queue, entry, ready)
+        elif entry is not None and entry.state == "started":
+            log.warning(
+                "event=seed outcome=earlier-batch-incomplete queue=%s batch=%s "
+                "earlier_batch=%s: its items published so far stay in the queue",
+                queue.name,
+                batch,
+                entry.batch,
+            )
 
         _write_ledger(channel, queue, LedgerEntry(batch, "started", ready))
         published = _ConfirmedPublisher(settings, items, batch).run()
