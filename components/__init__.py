@@ -1,0 +1,1 @@
+"""The workqueue program's components, one per concern, and its settings."""

@@ -1,0 +1,157 @@
+"""The seeding Job: the items in an immutable ConfigMap and a Job that runs the
+image's `seed` command on them, after the broker is ready and the image pushed."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import image_interface, pods
+from components.settings import Settings, seed_file_text
+
+#: Where the seed container finds the items file.
+ITEMS_DIR = "/etc/workqueue"
+ITEMS_FILE = "items.txt"
+#: The pod annotation that carries a digest of the items, so a changed item list
+#: shows as a changed pod template (and so a new Job) even before names are known.
+ITEMS_DIGEST_ANNOTATION = "workqueue/items-sha256"
+#: How long `pulumi up` waits for seeding: it publishes at thousands per second.
+SEED_TIMEOUT = "10m"
+#: A failed pod is retried this often (exit 3 or 4); exit 2 fails the Job at once.
+SEED_BACKOFF_LIMIT = 2
+SEED_DEADLINE_SECONDS = 600
+SEED_LABELS = pods.labels("workqueue-seed", "seed")
+
+
+def items_digest(items: tuple[str, ...]) -> str:
+    """The sha256 of the seed file, which changes exactly when the items do."""
+    return hashlib.sha256(seed_file_text(items).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SeedJobArgs:
+    """What the seed Job needs: the items, the image and the broker's Secret."""
+
+    namespace: pulumi.Input[str]
+    items: tuple[str, ...]
+    """The work items, one per line of the seed file."""
+    image_ref: pulumi.Input[str]
+    """The worker image, pinned by digest."""
+    pull_secret_names: pulumi.Input[list[str]]
+    environment: list[k8s.core.v1.EnvVarArgs]
+    """The client environment shared with the work Job (AMQP_URL from a Secret)."""
+    client_labels: dict[str, str]
+    """Labels the broker's NetworkPolicy admits."""
+    after: list[pulumi.Resource]
+    """What must be ready before seeding: the broker and the image."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        namespace: pulumi.Input[str],
+        image_ref: pulumi.Input[str],
+        pull_secret_names: pulumi.Input[list[str]],
+        environment: list[k8s.core.v1.EnvVarArgs],
+        client_labels: dict[str, str],
+        after: list[pulumi.Resource],
+    ) -> SeedJobArgs:
+        return cls(
+            namespace=namespace,
+            items=settings.items,
+            image_ref=image_ref,
+            pull_secret_names=pull_secret_names,
+            environment=environment,
+            client_labels=client_labels,
+            after=after,
+        )
+
+
+class SeedJob(pulumi.ComponentResource):
+    """Publishes the items to the queue once per change of items or image."""
+
+    job_name: pulumi.Output[str]
+    """The seed Job's name (Pulumi names it, so a replacement gets a new one)."""
+    job: k8s.batch.v1.Job
+
+    def __init__(
+        self, name: str, args: SeedJobArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("workqueue:index:SeedJob", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        items = k8s.core.v1.ConfigMap(
+            f"{name}-items",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=args.namespace, labels=SEED_LABELS
+            ),
+            data={ITEMS_FILE: seed_file_text(args.items)},
+            immutable=True,
+            opts=child,
+        )
+        account = pods.service_account(
+            f"{name}-seed", args.namespace, SEED_LABELS, parent=self
+        )
+        container = k8s.core.v1.ContainerArgs(
+            name="seed",
+            image=args.image_ref,
+            image_pull_policy="Always",
+            command=image_interface.COMMAND,
+            args=["seed", "--file", f"{ITEMS_DIR}/{ITEMS_FILE}"],
+            env=args.environment,
+            resources=pods.resources("100m", "500m", "128Mi"),
+            security_context=pods.container_security(),
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(
+                    name="items", mount_path=ITEMS_DIR, read_only=True
+                ),
+                pods.tmp_mount(),
+            ],
+        )
+        volumes = [
+            k8s.core.v1.VolumeArgs(
+                name="items",
+                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                    name=items.metadata.name, default_mode=0o444
+                ),
+            )
+        ]
+        annotations = {
+            ITEMS_DIGEST_ANNOTATION: items_digest(args.items),
+            **pods.checkov_skips(pods.JOB_SKIPS),
+        }
+        self.job = k8s.batch.v1.Job(
+            f"{name}-seed",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=args.namespace,
+                labels=SEED_LABELS,
+                annotations={"pulumi.com/replaceUnready": "true"},
+            ),
+            spec=k8s.batch.v1.JobSpecArgs(
+                backoff_limit=SEED_BACKOFF_LIMIT,
+                active_deadline_seconds=SEED_DEADLINE_SECONDS,
+                completions=1,
+                parallelism=1,
+                pod_failure_policy=image_interface.pod_failure_policy(),
+                template=pods.job_pod_template(
+                    {**SEED_LABELS, **args.client_labels},
+                    annotations,
+                    account,
+                    container,
+                    volumes,
+                    args.pull_secret_names,
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=args.after,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=SEED_TIMEOUT, update=SEED_TIMEOUT
+                ),
+            ),
+        )
+        self.job_name = self.job.metadata.name
+        self.register_outputs({"job_name": self.job_name})

@@ -1,0 +1,411 @@
+"""The stack's configuration as one validated, typed object.
+
+Every check runs in `load_settings`, before the program registers any resource, and
+every error names the configuration key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+
+#: The project's configuration namespace: keys read as `workqueue:<name>`.
+NAMESPACE = "workqueue"
+#: The repository's root, where `itemsFile` paths start.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Kubernetes rejects a ConfigMap whose data exceeds 1 MiB in total.
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024
+#: A Kubernetes object name that must be a DNS-1123 label (namespaces, for one).
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: An image repository path: lowercase components separated by / . _ or -.
+IMAGE_REPOSITORY = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+)
+#: A Kubernetes resource quantity as used for CPU and memory.
+QUANTITY = re.compile(r"^(\d+(\.\d+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+#: Bytes per unit suffix of a memory quantity.
+MEMORY_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+MODES = ("coarse", "fine")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CLAIM_RETENTION = ("Retain", "Delete")
+#: Extra seconds `pulumi up` waits past the work Job's own deadline by default, so
+#: the Job's DeadlineExceeded is what gets reported, not a Pulumi timeout.
+WAIT_MARGIN_SECONDS = 300
+
+
+class SettingsError(pulumi.RunError):
+    """A configuration value is missing or not one the program accepts."""
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"
+
+
+def _fail(name: str, accepts: str, got: object = None) -> SettingsError:
+    shown = "" if got is None else f" (got {got!r})"
+    return SettingsError(f"{_key(name)} must be {accepts}{shown}")
+
+
+@dataclass(frozen=True)
+class Egress:
+    """A network the work pods may reach, optionally on one TCP port only."""
+
+    cidr: str
+    port: int | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the components need from the stack's configuration."""
+
+    stack: str
+    items: tuple[str, ...]
+    mode: str
+    parallelism: int
+    work_seconds: str
+    work_handler: str
+    work_command: str
+    queue: str
+    delivery_limit: int
+    max_item_bytes: int
+    log_level: str
+
+    namespace: str
+    existing_namespace: bool
+    cluster_domain: str
+
+    broker_url: pulumi.Output[str] | None
+    broker_cidrs: tuple[str, ...]
+    broker_image: str
+    broker_username: str
+    broker_password: pulumi.Output[str] | None
+    erlang_cookie: pulumi.Output[str] | None
+    broker_cpu_request: str
+    broker_cpu_limit: str
+    broker_memory: str
+    persistence: bool
+    storage_size: str
+    storage_class: str
+    claim_retention_on_delete: str
+
+    registry: str
+    image_name: str
+    registry_username: str
+    registry_password: pulumi.Output[str] | None
+    platform: str
+
+    work_cpu_request: str
+    work_cpu_limit: str
+    work_memory: str
+    backoff_limit: int
+    work_deadline_seconds: int
+    wait_for_work: bool
+    work_timeout_seconds: int
+    work_egress: tuple[Egress, ...]
+
+    @property
+    def deploys_broker(self) -> bool:
+        """True when the stack runs its own broker, False for an existing one."""
+        return self.broker_url is None
+
+    @property
+    def image_repository(self) -> str:
+        """Where the worker image is pushed: registry and repository, no tag."""
+        return f"{self.registry}/{self.image_name}"
+
+
+class _Reader:
+    """Reads raw values, with the key's name in every error."""
+
+    def __init__(self, config: pulumi.Config):
+        self.config = config
+
+    def text(self, name: str) -> str:
+        return (self.config.get(name) or "").strip()
+
+    def integer(self, name: str, minimum: int, maximum: int | None = None) -> int:
+        raw = self.text(name)
+        accepts = f"an integer of at least {minimum}"
+        if maximum is not None:
+            accepts = f"an integer from {minimum} to {maximum}"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise _fail(name, accepts, raw) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise _fail(name, accepts, value)
+        return value
+
+    def boolean(self, name: str) -> bool:
+        raw = self.text(name).lower()
+        if raw not in ("true", "false"):
+            raise _fail(name, "true or false", raw)
+        return raw == "true"
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        raw = self.text(name)
+        if raw not in choices:
+            raise _fail(name, "one of " + ", ".join(choices), raw)
+        return raw
+
+    def strings(self, name: str) -> tuple[str, ...] | None:
+        raw = self.config.get(name)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise _fail(name, "a list of strings", raw) from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _fail(name, "a list of strings", value)
+        return tuple(value)
+
+    def quantity(self, name: str) -> str:
+        raw = self.text(name)
+        if not QUANTITY.match(raw) or float(QUANTITY.match(raw).group(1)) <= 0:
+            raise _fail(
+                name, "a positive Kubernetes quantity such as 250m or 512Mi", raw
+            )
+        return raw
+
+    def secret(self, name: str) -> pulumi.Output[str] | None:
+        return self.config.get_secret(name)
+
+
+def memory_bytes(quantity: str) -> int:
+    """The number of bytes a memory quantity such as `512Mi` stands for.
+
+    Raises:
+        ValueError: the quantity is not a plain memory quantity.
+    """
+    match = QUANTITY.match(quantity)
+    if not match or match.group(3) == "m":
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    return int(float(match.group(1)) * MEMORY_UNITS[match.group(3) or ""])
+
+
+def load_settings(config: pulumi.Config | None = None) -> Settings:
+    """Read and check the stack's configuration.
+
+    Raises:
+        SettingsError: a value is missing or invalid; the message names the key and
+            what it accepts, or lists the `pulumi config set --secret` commands
+            still to run.
+    """
+    read = _Reader(config or pulumi.Config(NAMESPACE))
+    stack = pulumi.get_stack()
+
+    items = _items(read)
+    max_item_bytes = read.integer("maxItemBytes", 1)
+    _check_items(items, max_item_bytes)
+
+    registry = read.text("registry").rstrip("/")
+    if not registry:
+        raise _fail("registry", "the registry the worker image is pushed to")
+    image_name = read.text("imageName")
+    if not IMAGE_REPOSITORY.match(image_name):
+        raise _fail("imageName", "a lowercase image repository name", image_name)
+
+    work_handler, work_command = read.text("workHandler"), read.text("workCommand")
+    if work_handler and work_command:
+        raise _fail("workCommand", "empty when workqueue:workHandler is set")
+
+    broker_url = read.secret("brokerUrl")
+    broker_cidrs = _cidrs(read, "brokerCidrs")
+    if broker_url is not None and not broker_cidrs:
+        raise _fail("brokerCidrs", "the networks of the broker at workqueue:brokerUrl")
+
+    work_deadline_seconds = read.integer("workDeadlineSeconds", 1)
+    work_timeout_seconds = read.integer("workTimeoutSeconds", 0)
+    if work_timeout_seconds == 0:
+        work_timeout_seconds = work_deadline_seconds + WAIT_MARGIN_SECONDS
+
+    settings = Settings(
+        stack=stack,
+        items=items,
+        mode=read.choice("mode", MODES),
+        parallelism=read.integer("parallelism", 1),
+        work_seconds=_work_seconds(read),
+        work_handler=work_handler,
+        work_command=work_command,
+        queue=_queue(read),
+        delivery_limit=read.integer("deliveryLimit", 1),
+        max_item_bytes=max_item_bytes,
+        log_level=read.choice("logLevel", LOG_LEVELS),
+        namespace=_namespace(read, stack),
+        existing_namespace=read.boolean("existingNamespace"),
+        cluster_domain=read.text("clusterDomain"),
+        broker_url=broker_url,
+        broker_cidrs=broker_cidrs,
+        broker_image=_pinned_image(read, "brokerImage"),
+        broker_username=_broker_username(read),
+        broker_password=read.secret("brokerPassword"),
+        erlang_cookie=read.secret("erlangCookie"),
+        broker_cpu_request=read.quantity("brokerCpuRequest"),
+        broker_cpu_limit=read.quantity("brokerCpuLimit"),
+        broker_memory=_memory(read, "brokerMemory"),
+        persistence=read.boolean("persistence"),
+        storage_size=_memory(read, "storageSize"),
+        storage_class=read.text("storageClass"),
+        claim_retention_on_delete=read.choice(
+            "claimRetentionOnDelete", CLAIM_RETENTION
+        ),
+        registry=registry,
+        image_name=image_name,
+        registry_username=read.text("registryUsername"),
+        registry_password=read.secret("registryPassword"),
+        platform=read.text("platform"),
+        work_cpu_request=read.quantity("workCpuRequest"),
+        work_cpu_limit=read.quantity("workCpuLimit"),
+        work_memory=_memory(read, "workMemory"),
+        backoff_limit=read.integer("backoffLimit", 0),
+        work_deadline_seconds=work_deadline_seconds,
+        wait_for_work=read.boolean("waitForWork"),
+        work_timeout_seconds=work_timeout_seconds,
+        work_egress=_egress(read),
+    )
+    _check_secrets(settings)
+    return settings
+
+
+def _items(read: _Reader) -> tuple[str, ...]:
+    listed = read.strings("items")
+    items_file = read.text("itemsFile")
+    if listed is not None and items_file:
+        raise _fail("itemsFile", "empty when workqueue:items is set")
+    if items_file:
+        path = (PROJECT_ROOT / items_file).resolve()
+        if not path.is_relative_to(PROJECT_ROOT) or not path.is_file():
+            raise _fail("itemsFile", "a file inside the repository", items_file)
+        listed = tuple(line for line in path.read_text("utf-8").splitlines())
+        listed = tuple(line for line in listed if line.strip())
+    if not listed:
+        raise _fail("items", "a non-empty list of strings (or set workqueue:itemsFile)")
+    return listed
+
+
+def _check_items(items: tuple[str, ...], max_item_bytes: int) -> None:
+    for number, item in enumerate(items, start=1):
+        if not item.strip() or "\n" in item or "\r" in item:
+            raise _fail("items", "non-blank single-line strings", f"item {number}")
+        size = len(item.encode("utf-8"))
+        if size > max_item_bytes:
+            accepts = (
+                f"items of at most {max_item_bytes} bytes (workqueue:maxItemBytes)"
+            )
+            raise _fail("items", accepts, f"item {number} has {size} bytes")
+    total = len(seed_file_text(items).encode("utf-8"))
+    if total > CONFIGMAP_LIMIT_BYTES:
+        accepts = f"at most {CONFIGMAP_LIMIT_BYTES} bytes in all, the ConfigMap limit"
+        raise _fail("items", accepts, f"{total} bytes")
+
+
+def seed_file_text(items: tuple[str, ...]) -> str:
+    """The seed file the seed Job reads: one item per line."""
+    return "".join(f"{item}\n" for item in items)
+
+
+def _work_seconds(read: _Reader) -> str:
+    raw = read.text("workSeconds")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise _fail("workSeconds", "a number of seconds of at least 0", raw) from None
+    if seconds < 0 or seconds != seconds:
+        raise _fail("workSeconds", "a number of seconds of at least 0", raw)
+    return raw
+
+
+def _queue(read: _Reader) -> str:
+    queue = read.text("queue")
+    accepts = "a queue name of 1 to 200 printable characters not starting with amq."
+    if not queue or len(queue.encode()) > 200 or queue.startswith("amq."):
+        raise _fail("queue", accepts, queue)
+    if not queue.isprintable():
+        raise _fail("queue", accepts, queue)
+    return queue
+
+
+def _namespace(read: _Reader, stack: str) -> str:
+    namespace = read.text("namespace") or f"workqueue-{stack}"
+    if not DNS_LABEL.match(namespace):
+        accepts = "a Kubernetes namespace name (lowercase letters, digits and -)"
+        raise _fail("namespace", accepts, namespace)
+    return namespace
+
+
+def _pinned_image(read: _Reader, name: str) -> str:
+    image = read.text(name)
+    if not re.match(r"^[^@\s]+:[\w][\w.-]*@sha256:[0-9a-f]{64}$", image):
+        raise _fail(name, "an image reference with a tag and a sha256 digest", image)
+    return image
+
+
+def _broker_username(read: _Reader) -> str:
+    username = read.text("brokerUsername")
+    if username == "guest" or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", username):
+        accepts = "a user name of letters, digits, _ . - other than guest"
+        raise _fail("brokerUsername", accepts, username)
+    return username
+
+
+def _memory(read: _Reader, name: str) -> str:
+    quantity = read.quantity(name)
+    if quantity.endswith("m"):
+        raise _fail(name, "a memory quantity such as 512Mi or 8Gi", quantity)
+    return quantity
+
+
+def _cidrs(read: _Reader, name: str) -> tuple[str, ...]:
+    cidrs = read.strings(name) or ()
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            raise _fail(name, "a list of networks such as 10.0.0.0/8", cidr) from None
+    return cidrs
+
+
+def _egress(read: _Reader) -> tuple[Egress, ...]:
+    accepts = "a list of CIDR or CIDR:PORT strings such as 10.0.0.0/8:443"
+    rules = []
+    for text in read.strings("workEgress") or ():
+        address, _, rest = text.partition("/")
+        prefix, _, port = rest.partition(":")
+        try:
+            network = ipaddress.ip_network(f"{address}/{prefix}", strict=True)
+            port_number = int(port) if port else None
+        except ValueError:
+            raise _fail("workEgress", accepts, text) from None
+        if port_number is not None and not 1 <= port_number <= 65535:
+            raise _fail("workEgress", accepts, text)
+        rules.append(Egress(cidr=str(network), port=port_number))
+    return tuple(rules)
+
+
+def _check_secrets(settings: Settings) -> None:
+    missing = []
+    if settings.registry_username and settings.registry_password is None:
+        missing.append("registryPassword")
+    if missing:
+        commands = "\n".join(
+            f"  pulumi config set --secret {_key(name)} <value>" for name in missing
+        )
+        raise SettingsError(
+            f"stack {settings.stack} is missing secret settings; run:\n{commands}"
+        )

@@ -1,0 +1,188 @@
+"""The work Job: parallel pods running the image's `work` command after seeding,
+with completions derived from the items in coarse mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import image_interface, pods
+from components.seed_job import ITEMS_DIGEST_ANNOTATION, items_digest
+from components.settings import Egress, Settings
+
+WORK_LABELS = pods.labels("workqueue-work", "work")
+
+
+@dataclass(frozen=True)
+class WorkJobArgs:
+    """What the work Job needs: the mode, its sizes and limits, and the seed Job."""
+
+    namespace: pulumi.Input[str]
+    mode: str
+    """coarse: one item per pod; fine: every pod drains the queue."""
+    item_count: int
+    """The number of items seeded; coarse mode's completions."""
+    items_digest: str
+    """The seed file's digest, so changed items rerun the work too."""
+    parallelism: int
+    backoff_limit: int
+    deadline_seconds: int
+    wait: bool
+    """Whether `pulumi up` waits for the Job to complete."""
+    timeout_seconds: int
+    """How long `pulumi up` waits when it does."""
+    cpu_request: str
+    cpu_limit: str
+    memory: str
+    egress: tuple[Egress, ...]
+    """Networks the work pods may reach besides the broker and DNS."""
+    image_ref: pulumi.Input[str]
+    pull_secret_names: pulumi.Input[list[str]]
+    environment: list[k8s.core.v1.EnvVarArgs]
+    """The client environment plus the work variables."""
+    client_labels: dict[str, str]
+    after: list[pulumi.Resource]
+    """What must complete first: the seed Job."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        namespace: pulumi.Input[str],
+        image_ref: pulumi.Input[str],
+        pull_secret_names: pulumi.Input[list[str]],
+        environment: list[k8s.core.v1.EnvVarArgs],
+        client_labels: dict[str, str],
+        after: list[pulumi.Resource],
+    ) -> WorkJobArgs:
+        return cls(
+            namespace=namespace,
+            mode=settings.mode,
+            item_count=len(settings.items),
+            items_digest=items_digest(settings.items),
+            parallelism=settings.parallelism,
+            backoff_limit=settings.backoff_limit,
+            deadline_seconds=settings.work_deadline_seconds,
+            wait=settings.wait_for_work,
+            timeout_seconds=settings.work_timeout_seconds,
+            cpu_request=settings.work_cpu_request,
+            cpu_limit=settings.work_cpu_limit,
+            memory=settings.work_memory,
+            egress=settings.work_egress,
+            image_ref=image_ref,
+            pull_secret_names=pull_secret_names,
+            environment=[*environment, *image_interface.work_environment(settings)],
+            client_labels=client_labels,
+            after=after,
+        )
+
+    @property
+    def completions(self) -> int | None:
+        """Coarse mode completes one pod per item; fine mode when a pod exits 0."""
+        return self.item_count if self.mode == "coarse" else None
+
+
+class WorkJob(pulumi.ComponentResource):
+    """Processes the queue, once per change of items or image."""
+
+    job_name: pulumi.Output[str]
+    """The work Job's name (Pulumi names it, so a replacement gets a new one)."""
+    job: k8s.batch.v1.Job
+
+    def __init__(
+        self, name: str, args: WorkJobArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("workqueue:index:WorkJob", name, None, opts)
+        account = pods.service_account(
+            f"{name}-work", args.namespace, WORK_LABELS, parent=self
+        )
+        if args.egress:
+            self._egress_policy(name, args)
+        self.job = k8s.batch.v1.Job(
+            f"{name}-work",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=args.namespace,
+                labels=WORK_LABELS,
+                annotations=_await_annotations(args.wait),
+            ),
+            spec=k8s.batch.v1.JobSpecArgs(
+                completions=args.completions,
+                parallelism=args.parallelism,
+                backoff_limit=args.backoff_limit,
+                active_deadline_seconds=args.deadline_seconds,
+                pod_failure_policy=image_interface.pod_failure_policy(),
+                template=pods.job_pod_template(
+                    {**WORK_LABELS, **args.client_labels},
+                    {
+                        ITEMS_DIGEST_ANNOTATION: args.items_digest,
+                        **pods.checkov_skips(pods.JOB_SKIPS),
+                    },
+                    account,
+                    _container(args),
+                    [],
+                    args.pull_secret_names,
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=args.after,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{args.timeout_seconds}s",
+                    update=f"{args.timeout_seconds}s",
+                ),
+            ),
+        )
+        self.job_name = self.job.metadata.name
+        self.register_outputs({"job_name": self.job_name})
+
+    def _egress_policy(self, name: str, args: WorkJobArgs) -> None:
+        rules = [
+            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                to=[
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        ip_block=k8s.networking.v1.IPBlockArgs(cidr=rule.cidr)
+                    )
+                ],
+                ports=None
+                if rule.port is None
+                else [k8s.networking.v1.NetworkPolicyPortArgs(port=rule.port)],
+            )
+            for rule in args.egress
+        ]
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-egress",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                namespace=args.namespace, labels=WORK_LABELS
+            ),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=WORK_LABELS),
+                policy_types=["Egress"],
+                egress=rules,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+def _await_annotations(wait: bool) -> dict[str, str]:
+    # replaceUnready: a Job that failed is replaced by the next `pulumi up`
+    # instead of being awaited again. skipAwait: create it and move on.
+    annotations = {"pulumi.com/replaceUnready": "true"}
+    if not wait:
+        annotations["pulumi.com/skipAwait"] = "true"
+    return annotations
+
+
+def _container(args: WorkJobArgs) -> k8s.core.v1.ContainerArgs:
+    return k8s.core.v1.ContainerArgs(
+        name="work",
+        image=args.image_ref,
+        image_pull_policy="Always",
+        command=image_interface.COMMAND,
+        args=["work"],
+        env=args.environment,
+        resources=pods.resources(args.cpu_request, args.cpu_limit, args.memory),
+        security_context=pods.container_security(),
+        volume_mounts=[pods.tmp_mount()],
+    )
