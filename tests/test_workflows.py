@@ -31,6 +31,13 @@ RELEASE_TAG = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@v\d+\.\d+\.\d+$")
 #: An image with an exact version tag (rabbitmq:3.13.7-management), maybe a digest too.
 VERSIONED_IMAGE = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?$")
 
+#: Longest a GitHub-hosted runner keeps one job, in minutes.
+GITHUB_HOSTED_JOB_MINUTES = 360
+
+#: What `pulumi up` may spend on the broker's readiness and the image build before
+#: the seed Job starts: Kubernetes' await default of 10 minutes, plus the build.
+BROKER_AND_IMAGE_SECONDS = 30 * 60
+
 #: The only grants a job may hold, and the one job that may write to pull requests.
 READ_ONLY = {"contents": "read"}
 PREVIEW_GRANT = {"contents": "read", "pull-requests": "write"}
@@ -635,6 +642,36 @@ def test_the_config_keys_the_workflows_set_are_declared_by_the_program():
     assert keys_set, "the workflows set no program config (registry credentials)"
     assert keys_set <= set(project["config"]), (
         f"not declared in Pulumi.yaml: {keys_set - set(project['config'])}"
+    )
+
+
+def stack_setting(project: dict, stack: str, key: str) -> object:
+    """A config value of `stack`, or the default Pulumi.yaml declares for it."""
+    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config = stack_file.get("config") or {}
+    return config.get(f"{project['name']}:{key}", project["config"][key].get("default"))
+
+
+@pytest.mark.parametrize("stack", committed_stack_files())
+def test_the_pulumi_job_outlasts_the_longest_wait_of_pulumi_up(stack):
+    from components.seed_job import SEED_DEADLINE_SECONDS
+    from components.settings import WAIT_MARGIN_SECONDS
+
+    project = pulumi_project()
+    job_minutes = workflow("pulumi.yml")["jobs"]["pulumi"]["timeout-minutes"]
+    work_wait = 0
+    if stack_setting(project, stack, "waitForWork"):
+        work_wait = int(stack_setting(project, stack, "workTimeoutSeconds")) or (
+            int(stack_setting(project, stack, "workDeadlineSeconds"))
+            + WAIT_MARGIN_SECONDS
+        )
+
+    longest_wait = BROKER_AND_IMAGE_SECONDS + SEED_DEADLINE_SECONDS + work_wait
+
+    assert job_minutes <= GITHUB_HOSTED_JOB_MINUTES, "GitHub stops the job earlier"
+    assert longest_wait <= job_minutes * 60, (
+        f"{stack}: pulumi up may wait {longest_wait / 60:.0f} min, the job stops at "
+        f"{job_minutes}; stopped mid-update, the stack stays locked"
     )
 
 
