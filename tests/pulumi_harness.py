@@ -247,6 +247,35 @@ def _as_manifest(registration: Registration) -> dict:
     return manifest
 
 
+def _execute(
+    stack: str,
+    overrides: dict[str, Any] | None,
+    secrets: dict[str, str] | None,
+    image_digest: str,
+) -> tuple[ProgramMocks, RecordingMonitor, dict[str, Any], BaseException | None]:
+    values = stack_config(stack, overrides)
+    secrets = dict(TEST_SECRETS if secrets is None else secrets)
+    config = {f"{PROJECT}:{key}": _wire(value) for key, value in values.items()}
+    config.update({f"{PROJECT}:{key}": value for key, value in secrets.items()})
+    secret_keys = [f"{PROJECT}:{key}" for key in secrets]
+
+    program_mocks = ProgramMocks(image_digest)
+    program_mocks.generated_secrets.extend(secrets.values())
+    monitor = RecordingMonitor(program_mocks)
+    settings.ROOT.set(None)
+    mocks.set_mocks(
+        program_mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+    )
+    pulumi.runtime.set_all_config(config, secret_keys)
+    try:
+        _sync_await(
+            run_pulumi_func(lambda: runpy.run_path(str(MAIN), run_name="__main__"))
+        )
+    except Exception as error:  # noqa: BLE001 (handed to the caller to judge)
+        return program_mocks, monitor, values, error
+    return program_mocks, monitor, values, None
+
+
 def run_program(
     stack: str,
     overrides: dict[str, Any] | None = None,
@@ -266,20 +295,11 @@ def run_program(
     Raises:
         Whatever the program raises, e.g. SettingsError for bad configuration.
     """
-    values = stack_config(stack, overrides)
-    secrets = dict(TEST_SECRETS if secrets is None else secrets)
-    config = {f"{PROJECT}:{key}": _wire(value) for key, value in values.items()}
-    config.update({f"{PROJECT}:{key}": value for key, value in secrets.items()})
-    secret_keys = [f"{PROJECT}:{key}" for key in secrets]
-
-    program_mocks = ProgramMocks(image_digest)
-    monitor = RecordingMonitor(program_mocks)
-    settings.ROOT.set(None)
-    mocks.set_mocks(
-        program_mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+    program_mocks, monitor, values, error = _execute(
+        stack, overrides, secrets, image_digest
     )
-    pulumi.runtime.set_all_config(config, secret_keys)
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(MAIN), run_name="__main__")))
+    if error is not None:
+        raise error
     root = settings.get_root_resource()
     stack_outputs = {
         name: _sync_await(pulumi.Output.from_input(value).future())
@@ -291,5 +311,25 @@ def run_program(
         registrations=monitor.registrations,
         component_outputs=monitor.outputs,
         stack_outputs=stack_outputs,
-        secret_values=[*secrets.values(), *program_mocks.generated_secrets],
+        secret_values=list(program_mocks.generated_secrets),
     )
+
+
+def run_program_expecting_error(
+    stack: str,
+    overrides: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
+) -> tuple[BaseException, list[Registration]]:
+    """Run the program where it should refuse its configuration.
+
+    Returns:
+        The error it raised and every resource registered before it (the stack
+        itself excepted).
+
+    Raises:
+        AssertionError: the program ran to its end.
+    """
+    _, monitor, _, error = _execute(stack, overrides, secrets, DEFAULT_DIGEST)
+    assert error is not None, f"the {stack} stack ran with {overrides} and {secrets}"
+    registered = [r for r in monitor.registrations if r.type != "pulumi:pulumi:Stack"]
+    return error, registered

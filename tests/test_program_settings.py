@@ -1,0 +1,139 @@
+"""Every bad setting stops the program before it registers a resource, with an
+error that names the key and what it accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.settings import CONFIGMAP_LIMIT_BYTES, SettingsError
+from tests.pulumi_harness import run_program_expecting_error
+
+BAD_SETTINGS = {
+    "parallelism below 1": ({"parallelism": 0}, "workqueue:parallelism", "at least 1"),
+    "parallelism not a number": (
+        {"parallelism": "two"},
+        "workqueue:parallelism",
+        "an integer",
+    ),
+    "unknown mode": ({"mode": "turbo"}, "workqueue:mode", "coarse, fine"),
+    "no items": ({"items": []}, "workqueue:items", "non-empty list"),
+    "items missing": ({"items": None}, "workqueue:items", "itemsFile"),
+    "items not strings": ({"items": [1, 2]}, "workqueue:items", "list of strings"),
+    "blank item": ({"items": ["apple", "  "]}, "workqueue:items", "non-blank"),
+    "item with a newline": ({"items": ["a\nb"]}, "workqueue:items", "single-line"),
+    "item over the size limit": (
+        {"items": ["x" * 65537]},
+        "workqueue:items",
+        "at most 65536 bytes",
+    ),
+    "items beyond the ConfigMap limit": (
+        {"items": ["y" * 60000] * 20, "maxItemBytes": 100000},
+        "workqueue:items",
+        f"at most {CONFIGMAP_LIMIT_BYTES} bytes in all",
+    ),
+    "items and itemsFile": (
+        {"itemsFile": "items/prod.txt"},
+        "workqueue:itemsFile",
+        "empty when workqueue:items is set",
+    ),
+    "itemsFile outside the repository": (
+        {"items": None, "itemsFile": "../../etc/passwd"},
+        "workqueue:itemsFile",
+        "a file inside the repository",
+    ),
+    "namespace not a Kubernetes name": (
+        {"namespace": "Work_Queue"},
+        "workqueue:namespace",
+        "Kubernetes namespace name",
+    ),
+    "queue reserved by RabbitMQ": (
+        {"queue": "amq.work"},
+        "workqueue:queue",
+        "not starting with amq.",
+    ),
+    "missing registry": ({"registry": ""}, "workqueue:registry", "pushed to"),
+    "image name not a repository": (
+        {"imageName": "Worker Image"},
+        "workqueue:imageName",
+        "lowercase image repository",
+    ),
+    "delivery limit below 1": (
+        {"deliveryLimit": 0},
+        "workqueue:deliveryLimit",
+        "at least 1",
+    ),
+    "work seconds not a number": (
+        {"workSeconds": "ten"},
+        "workqueue:workSeconds",
+        "number of seconds",
+    ),
+    "guest as the broker user": (
+        {"brokerUsername": "guest"},
+        "workqueue:brokerUsername",
+        "other than guest",
+    ),
+    "broker image without a digest": (
+        {"brokerImage": "rabbitmq:3.13"},
+        "workqueue:brokerImage",
+        "sha256 digest",
+    ),
+    "memory in millibytes": (
+        {"brokerMemory": "500m"},
+        "workqueue:brokerMemory",
+        "memory quantity",
+    ),
+    "CPU not a quantity": (
+        {"workCpuLimit": "lots"},
+        "workqueue:workCpuLimit",
+        "Kubernetes quantity",
+    ),
+    "unknown claim retention": (
+        {"claimRetentionOnDelete": "Keep"},
+        "workqueue:claimRetentionOnDelete",
+        "Retain, Delete",
+    ),
+    "egress that is no network": (
+        {"workEgress": ["example.com:443"]},
+        "workqueue:workEgress",
+        "CIDR:PORT",
+    ),
+    "handler and command together": (
+        {"workHandler": "app:run", "workCommand": "./run.sh"},
+        "workqueue:workCommand",
+        "empty when workqueue:workHandler is set",
+    ),
+    "boolean not true or false": (
+        {"persistence": "yes"},
+        "workqueue:persistence",
+        "true or false",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_setting_is_refused_before_any_resource(case):
+    overrides, key, accepts = BAD_SETTINGS[case]
+
+    error, registered = run_program_expecting_error("dev", overrides)
+
+    assert isinstance(error, SettingsError), f"{case}: {error!r}"
+    assert key in str(error), f"{case}: the error does not name {key}: {error}"
+    assert accepts in str(error), f"{case}: the error does not say {accepts!r}"
+    assert registered == [], f"{case}: registered {[r.name for r in registered]}"
+
+
+def test_an_existing_broker_needs_its_networks():
+    error, registered = run_program_expecting_error(
+        "dev", secrets={"brokerUrl": "amqp://u:p@mq.example:5672/%2F"}
+    )
+
+    assert "workqueue:brokerCidrs" in str(error)
+    assert registered == []
+
+
+def test_prod_without_its_secrets_lists_the_commands_to_run():
+    error, registered = run_program_expecting_error("prod", secrets={})
+
+    assert isinstance(error, SettingsError)
+    assert "pulumi config set --secret workqueue:registryPassword" in str(error)
+    assert registered == []
