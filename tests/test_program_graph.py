@@ -21,11 +21,11 @@ from tests.pulumi_harness import (
 JOB = "kubernetes:batch/v1:Job"
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 SERVICE = "kubernetes:core/v1:Service"
-SECRET = "kubernetes:core/v1:Secret"
+SECRET_KIND = "kubernetes:core/v1:Secret"  # noqa: S105 (a type token)
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 IMAGE = "docker:index/image:Image"
 COMPONENTS = {
-    "workqueue:index:RabbitMQ": {STATEFUL_SET, SERVICE, SECRET, CONFIG_MAP},
+    "workqueue:index:RabbitMQ": {STATEFUL_SET, SERVICE, SECRET_KIND, CONFIG_MAP},
     "workqueue:index:WorkerImage": {IMAGE},
     "workqueue:index:SeedJob": {JOB, CONFIG_MAP},
     "workqueue:index:WorkJob": {JOB},
@@ -178,7 +178,7 @@ def test_no_secret_value_appears_in_plain_text_in_any_input(run):
 
 
 def test_the_secret_search_sees_wrapped_secrets(run):
-    credentials = run.one(SECRET, "rabbitmq-credentials")
+    credentials = run.one(SECRET_KIND, "rabbitmq-credentials")
 
     wrapped = repr(credentials.wire_inputs)
     assert any(secret in wrapped for secret in run.secret_values)
@@ -288,7 +288,7 @@ def test_wait_for_work_false_skips_the_await():
 
 
 def test_the_broker_url_reaches_the_pods_only_through_the_secret(run):
-    credentials = run.one(SECRET, "rabbitmq-credentials")
+    credentials = run.one(SECRET_KIND, "rabbitmq-credentials")
 
     for component in ("SeedJob", "WorkJob"):
         env = _pod_spec(_job(run, component))["containers"][0]["env"]
@@ -346,7 +346,7 @@ def test_an_existing_broker_replaces_the_deployed_one():
 
     assert not run.of_type(STATEFUL_SET) and not run.of_type(SERVICE)
     assert not run.of_type("random:index/randomPassword:RandomPassword")
-    url_secret = run.one(SECRET, "rabbitmq-url")
+    url_secret = run.one(SECRET_KIND, "rabbitmq-url")
     assert url_secret.inputs["stringData"]["url"] == url
     for component in ("SeedJob", "WorkJob"):
         env = _pod_spec(_job(run, component))["containers"][0]["env"]
@@ -372,7 +372,7 @@ def test_registry_credentials_give_the_jobs_an_image_pull_secret():
         "dev", {"registryUsername": "ci"}, secrets={"registryPassword": "t0ken"}
     )
 
-    pull = run.one(SECRET, "worker-pull")
+    pull = run.one(SECRET_KIND, "worker-pull")
     assert pull.inputs["type"] == "kubernetes.io/dockerconfigjson"
     for component in ("SeedJob", "WorkJob"):
         assert _pod_spec(_job(run, component))["imagePullSecrets"] == [
@@ -385,7 +385,7 @@ def test_registry_credentials_give_the_jobs_an_image_pull_secret():
 def test_a_registry_without_credentials_needs_no_pull_secret():
     run = run_program("dev", {"registryUsername": ""}, secrets={})
 
-    assert not [s for s in run.of_type(SECRET) if s.name == "worker-pull"]
+    assert not [s for s in run.of_type(SECRET_KIND) if s.name == "worker-pull"]
     assert _pod_spec(_job(run, "WorkJob"))["imagePullSecrets"] == []
 
 

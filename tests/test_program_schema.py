@@ -75,7 +75,7 @@ def test_every_object_of_a_variant_is_schema_valid(variant):
 
 def test_strict_validation_refuses_a_misspelt_field():
     run = run_program("dev")
-    registration, manifest = next(
+    _, manifest = next(
         (r, m) for r, m in run.kubernetes_objects() if m["kind"] == "Job"
     )
     manifest["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
