@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 SYSTEM_PYTHON ?= python3
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv checkov clean
 
 venv: $(VENV)/.installed
 
@@ -13,6 +13,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt worker/requirements.tx
 	touch $@
 
 export PYTHONPATH := $(CURDIR)/worker
+
+## checkov pins protobuf and grpc apart from pulumi's, so it gets a virtual environment
+## of its own; the static checks in tests/test_static_checks.py run it from there.
+CHECKOV_VENV := $(VENV)/checkov
+export CHECKOV := $(abspath $(CHECKOV_VENV))/bin/checkov
+
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
 
 ## Seed the dev stack's items into a local RabbitMQ and run the work Job's pods as processes.
 ## Options: ITEMS=file MODE=coarse|fine PARALLELISM=n WORK_SECONDS=s (defaults: Pulumi.dev.yaml).
@@ -24,7 +36,7 @@ demo: venv
 	$(PYTHON) -m workqueue.demo $(DEMO_ARGS)
 
 ## The whole test suite against the local RabbitMQ.
-test: venv
+test: venv checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

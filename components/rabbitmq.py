@@ -38,8 +38,6 @@ DNS_NAMESPACE = "kube-system"
 DNS_POD_LABELS = {"k8s-app": "kube-dns"}
 #: The Pod Security admission level the created namespace enforces.
 POD_SECURITY_LEVEL = "restricted"
-#: Why checkov's checks that do not fit the broker are skipped.
-BROKER_SKIPS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -376,10 +374,7 @@ class RabbitMQ(pulumi.ComponentResource):
             ),
             volume_claim_templates=claims,
             template=k8s.core.v1.PodTemplateSpecArgs(
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    labels=BROKER_LABELS,
-                    annotations=pods.checkov_skips(BROKER_SKIPS),
-                ),
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels=BROKER_LABELS),
                 spec=k8s.core.v1.PodSpecArgs(
                     service_account_name=account.metadata.name,
                     automount_service_account_token=False,

@@ -121,14 +121,16 @@ class SeedJob(pulumi.ComponentResource):
         ]
         annotations = {
             ITEMS_DIGEST_ANNOTATION: items_digest(args.items),
-            **pods.checkov_skips(pods.JOB_SKIPS),
         }
         self.job = k8s.batch.v1.Job(
             f"{name}-seed",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 namespace=args.namespace,
                 labels=SEED_LABELS,
-                annotations={"pulumi.com/replaceUnready": "true"},
+                annotations={
+                    "pulumi.com/replaceUnready": "true",
+                    **pods.checkov_skips(pods.JOB_SKIPS),
+                },
             ),
             spec=k8s.batch.v1.JobSpecArgs(
                 backoff_limit=SEED_BACKOFF_LIMIT,

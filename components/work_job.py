@@ -105,7 +105,10 @@ class WorkJob(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 namespace=args.namespace,
                 labels=WORK_LABELS,
-                annotations=_await_annotations(args.wait),
+                annotations={
+                    **_await_annotations(args.wait),
+                    **pods.checkov_skips(pods.JOB_SKIPS),
+                },
             ),
             spec=k8s.batch.v1.JobSpecArgs(
                 completions=args.completions,
@@ -117,7 +120,6 @@ class WorkJob(pulumi.ComponentResource):
                     {**WORK_LABELS, **args.client_labels},
                     {
                         ITEMS_DIGEST_ANNOTATION: args.items_digest,
-                        **pods.checkov_skips(pods.JOB_SKIPS),
                     },
                     account,
                     _container(args),
