@@ -518,6 +518,7 @@ def _cookie_container(image: str) -> k8s.core.v1.ContainerArgs:
                 name="erlang-cookie", mount_path="/run/erlang-cookie", read_only=True
             ),
             k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR),
+            pods.tmp_mount(),
         ],
     )
 
