@@ -31,6 +31,14 @@ def items_digest(items: tuple[str, ...]) -> str:
     return hashlib.sha256(seed_file_text(items).encode("utf-8")).hexdigest()
 
 
+def seed_batch(items: tuple[str, ...], image_ref: str) -> str:
+    """The seeding run's id (`seed --batch`): new when the items or the image
+    change, so the seeder publishes again, and the same on a rerun of one
+    deployment, so a retried pod does not publish a batch twice."""
+    text = f"{items_digest(items)} {image_ref}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class SeedJobArgs:
     """What the seed Job needs: the items, the image and the broker's Secret."""
@@ -100,7 +108,15 @@ class SeedJob(pulumi.ComponentResource):
             image=args.image_ref,
             image_pull_policy="Always",
             command=image_interface.COMMAND,
-            args=["seed", "--file", f"{ITEMS_DIR}/{ITEMS_FILE}"],
+            args=pulumi.Output.from_input(args.image_ref).apply(
+                lambda image_ref: [
+                    "seed",
+                    "--file",
+                    f"{ITEMS_DIR}/{ITEMS_FILE}",
+                    "--batch",
+                    seed_batch(args.items, image_ref),
+                ]
+            ),
             env=args.environment,
             resources=pods.resources("100m", "500m", "128Mi"),
             security_context=pods.container_security(),

@@ -395,3 +395,18 @@ def test_items_file_feeds_the_seed_config_map():
     seeded = run.one(CONFIG_MAP, "seed-items").inputs["data"]["items.txt"]
     expected = (ROOT / "items/prod.txt").read_text()
     assert seeded.splitlines() == [line for line in expected.splitlines() if line]
+
+
+def _seed_batch(run: ProgramRun) -> str:
+    arguments = _pod_spec(_job(run, "SeedJob"))["containers"][0]["args"]
+    return arguments[arguments.index("--batch") + 1]
+
+
+def test_the_seed_batch_is_new_for_new_items_or_a_new_image_only():
+    first, again = run_program("dev"), run_program("dev")
+    new_items = run_program("dev", {"items": ["kiwi"]})
+    new_image = run_program("dev", image_digest="sha256:" + "e" * 64)
+
+    assert _seed_batch(first) == _seed_batch(again)
+    assert _seed_batch(new_items) != _seed_batch(first)
+    assert _seed_batch(new_image) != _seed_batch(first)

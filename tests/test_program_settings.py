@@ -3,10 +3,17 @@ error that names the key and what it accepts."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from components.settings import CONFIGMAP_LIMIT_BYTES, SettingsError
-from tests.pulumi_harness import run_program_expecting_error
+from tests.pulumi_harness import (
+    ROOT,
+    project_config_schema,
+    run_program_expecting_error,
+)
 
 BAD_SETTINGS = {
     "parallelism below 1": ({"parallelism": 0}, "workqueue:parallelism", "at least 1"),
@@ -137,3 +144,28 @@ def test_prod_without_its_secrets_lists_the_commands_to_run():
     assert isinstance(error, SettingsError)
     assert "pulumi config set --secret workqueue:registryPassword" in str(error)
     assert registered == []
+
+
+def _documented_default(spec: dict) -> str:
+    if spec.get("secret"):
+        return "(secret, unset)"
+    if "default" not in spec:
+        return "(none)"
+    default = spec["default"]
+    if isinstance(default, bool):
+        default = "true" if default else "false"
+    elif isinstance(default, list):
+        default = json.dumps(default)
+    elif default == "":
+        default = '""'
+    return f"`{default}`"
+
+
+def test_the_deploying_guide_lists_every_key_with_its_default():
+    text = (ROOT / "docs/deploying.md").read_text()
+    rows = dict(re.findall(r"^\| `workqueue:(\w+)` \| \w+ \| (.+?) \|", text, re.M))
+
+    schema = project_config_schema()
+    assert set(rows) == set(schema), f"undocumented: {set(schema) - set(rows)}"
+    for key, spec in schema.items():
+        assert rows[key] == _documented_default(spec), f"{key}: {rows[key]}"
