@@ -105,6 +105,7 @@ def job_pod_template(
         spec=k8s.core.v1.PodSpecArgs(
             service_account_name=account.metadata.name,
             automount_service_account_token=False,
+            enable_service_links=False,
             security_context=pod_security(),
             restart_policy="Never",
             image_pull_secrets=pulumi.Output.from_input(pull_secret_names).apply(

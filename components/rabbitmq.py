@@ -378,6 +378,9 @@ class RabbitMQ(pulumi.ComponentResource):
                 spec=k8s.core.v1.PodSpecArgs(
                     service_account_name=account.metadata.name,
                     automount_service_account_token=False,
+                    # Service links would put RABBITMQ_*_PORT variables, which
+                    # RabbitMQ reads as settings, into the broker's environment.
+                    enable_service_links=False,
                     security_context=pods.pod_security(),
                     termination_grace_period_seconds=60,
                     init_containers=[_cookie_container(args.image)],

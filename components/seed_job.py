@@ -10,7 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import image_interface, pods
-from components.settings import Settings, seed_file_text
+from components.settings import WAIT_MARGIN_SECONDS, Settings, seed_file_text
 
 #: Where the seed container finds the items file.
 ITEMS_DIR = "/etc/workqueue"
@@ -18,10 +18,9 @@ ITEMS_FILE = "items.txt"
 #: The pod annotation that carries a digest of the items, so a changed item list
 #: shows as a changed pod template (and so a new Job) even before names are known.
 ITEMS_DIGEST_ANNOTATION = "workqueue/items-sha256"
-#: How long `pulumi up` waits for seeding: it publishes at thousands per second.
-SEED_TIMEOUT = "10m"
 #: A failed pod is retried this often (exit 3 or 4); exit 2 fails the Job at once.
 SEED_BACKOFF_LIMIT = 2
+#: Seeding publishes thousands of items per second: ten minutes is plenty.
 SEED_DEADLINE_SECONDS = 600
 SEED_LABELS = pods.labels("workqueue-seed", "seed")
 
@@ -167,7 +166,8 @@ class SeedJob(pulumi.ComponentResource):
                 parent=self,
                 depends_on=args.after,
                 custom_timeouts=pulumi.CustomTimeouts(
-                    create=SEED_TIMEOUT, update=SEED_TIMEOUT
+                    create=f"{SEED_DEADLINE_SECONDS + WAIT_MARGIN_SECONDS}s",
+                    update=f"{SEED_DEADLINE_SECONDS + WAIT_MARGIN_SECONDS}s",
                 ),
             ),
         )

@@ -249,7 +249,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         log_level=read.choice("logLevel", LOG_LEVELS),
         namespace=_namespace(read, stack),
         existing_namespace=read.boolean("existingNamespace"),
-        cluster_domain=read.text("clusterDomain"),
+        cluster_domain=_cluster_domain(read),
         broker_url=broker_url,
         broker_cidrs=broker_cidrs,
         broker_image=_pinned_image(read, "brokerImage"),
@@ -347,6 +347,13 @@ def _namespace(read: _Reader, stack: str) -> str:
         accepts = "a Kubernetes namespace name (lowercase letters, digits and -)"
         raise _fail("namespace", accepts, namespace)
     return namespace
+
+
+def _cluster_domain(read: _Reader) -> str:
+    domain = read.text("clusterDomain")
+    if not all(DNS_LABEL.match(label) for label in domain.split(".")):
+        raise _fail("clusterDomain", "a DNS domain such as cluster.local", domain)
+    return domain
 
 
 def _pinned_image(read: _Reader, name: str) -> str:

@@ -277,6 +277,15 @@ def test_pulumi_waits_for_the_work_job_with_the_configured_timeout(run):
     assert annotations["pulumi.com/replaceUnready"] == "true"
 
 
+def test_pulumi_waits_for_seeding_past_its_deadline(run):
+    seed = _job(run, "SeedJob")
+
+    deadline = seed.inputs["spec"]["activeDeadlineSeconds"]
+    timeout = seed.options["custom_timeouts"]["create"]
+    assert int(timeout.removesuffix("s")) > deadline, "Pulumi gives up first"
+    assert "pulumi.com/skipAwait" not in seed.inputs["metadata"]["annotations"]
+
+
 def test_wait_for_work_false_skips_the_await():
     run = run_program("dev", {"waitForWork": False, "workTimeoutSeconds": 120})
 

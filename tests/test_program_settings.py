@@ -109,6 +109,11 @@ BAD_SETTINGS = {
         "workqueue:workCommand",
         "empty when workqueue:workHandler is set",
     ),
+    "cluster domain not a domain": (
+        {"clusterDomain": "cluster_local"},
+        "workqueue:clusterDomain",
+        "DNS domain",
+    ),
     "boolean not true or false": (
         {"persistence": "yes"},
         "workqueue:persistence",

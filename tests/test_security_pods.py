@@ -73,6 +73,8 @@ def restricted_shortfalls(name: str, template: dict) -> list[str]:
         found.append(f"{name}: spec.automountServiceAccountToken is not false")
     if not pod.get("serviceAccountName"):
         found.append(f"{name}: spec.serviceAccountName is not set")
+    if pod.get("enableServiceLinks") is not False:
+        found.append(f"{name}: spec.enableServiceLinks is not false")
     containers = pod.get("initContainers", []) + pod["containers"]
     for container in containers:
         found += _container_shortfalls(
