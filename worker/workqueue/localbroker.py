@@ -45,13 +45,18 @@ def broker_answers(host: str, port: int, timeout: float = 1.0) -> bool:
 class PrivateNode:
     """One RabbitMQ node with its own name, ports and data directory under `base_dir`.
 
-    `config` is the text of its rabbitmq.conf; a user guest/guest that may log in
-    over loopback is always there. Use it as a context manager, or call `start`
-    and `stop`.
+    `config` is the text of its rabbitmq.conf and `advanced_config` that of its
+    advanced.config (Erlang terms, for settings rabbitmq.conf cannot express); a user
+    guest/guest that may log in over loopback is always there. Use it as a context
+    manager, or call `start` and `stop`.
     """
 
     def __init__(
-        self, base_dir: Path | None = None, config: str = "", plugins: str = "[]."
+        self,
+        base_dir: Path | None = None,
+        config: str = "",
+        plugins: str = "[].",
+        advanced_config: str = "[].",
     ):
         if shutil.which("rabbitmq-server") is None:
             raise BrokerNotInstalled(
@@ -64,6 +69,7 @@ class PrivateNode:
         self.name = f"workqueue{self.port}@localhost"
         self._config = config
         self._plugins = plugins
+        self._advanced_config = advanced_config
         self.pid_file = self.base_dir / "node.pid"
 
     @property
@@ -100,7 +106,7 @@ class PrivateNode:
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n{self._config}\n"
         )
         (self.base_dir / "enabled_plugins").write_text(self._plugins + "\n")
-        (self.base_dir / "advanced.config").write_text("[].\n")
+        (self.base_dir / "advanced.config").write_text(self._advanced_config + "\n")
         if os.geteuid() == 0:
             # Started as root, the server drops to the rabbitmq user.
             shutil.chown(self.base_dir, "rabbitmq", "rabbitmq")

@@ -4,7 +4,9 @@ An item is acknowledged only after its work succeeded. A failed item goes back t
 the queue for another attempt; on its last allowed attempt, or when it can never
 succeed, the worker moves it to the dead-letter queue with the reason in its headers.
 The work runs on its own thread while the main thread keeps the connection's
-heartbeats flowing, so a long item is not redelivered behind its back.
+heartbeats flowing, so a long item is not redelivered behind its back. A fine-mode
+worker that finds the queue empty stays while other workers still hold items, since
+a failed or killed one returns its items to the queue.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 #: How long a fine-mode worker waits for a delivery before it asks whether the queue
 #: is empty; short, because asking costs one round trip and exiting late costs a pod.
 IDLE_CHECK_SECONDS = 0.2
+#: Checks in a row that find the queue empty before an idle worker stops consuming.
+#: An item the broker sends while the consumer is being cancelled goes back to the
+#: queue and counts as a delivery, so one check is not enough.
+QUIET_CHECKS_BEFORE_IDLE = 2
 #: How long a cancelled handler gets to return before the worker gives up on it.
 CANCEL_GRACE_SECONDS = 5.0
 #: Longest part of the item's body that goes into a log line.
@@ -58,6 +64,14 @@ class Stopped(Exception):
 
 class ItemTimedOut(Exception):
     """The item ran past `ITEM_TIMEOUT_SECONDS`."""
+
+
+class ItemTakenBack(Exception):
+    """The channel or connection closed while the item ran: the broker requeued it.
+
+    RabbitMQ does so when an item outlasts its `consumer_timeout`, or when it stops.
+    The work is abandoned, since finishing it would run the item twice.
+    """
 
 
 @dataclass
@@ -108,6 +122,7 @@ class Worker:
         self._poll_seconds = min(0.5, settings.broker.heartbeat_seconds / 4)
         self._stop_requested = False
         self._handler_stuck = False
+        self._consumer_tag: str | None = None
         self.tally = Tally()
 
     def request_stop(self, *_signal_args: object) -> None:
@@ -121,6 +136,7 @@ class Worker:
             BrokerUnreachable: no connection before the connect deadline.
         """
         connection = connect(self._settings.broker)
+        ready: int | None = None
         try:
             channel = connection.channel()
             channel.confirm_delivery()
@@ -131,14 +147,17 @@ class Worker:
                 code = self._run_fine(connection, channel, ready)
         except pika.exceptions.ChannelClosedByBroker as error:
             log.error("event=broker-error error=%r", describe(error))
+            # 406 to the declaration: the queue exists with other arguments, which no
+            # retry can fix. Later on, 406 is the broker's consumer timeout.
             code = (
                 exitcodes.BAD_CONFIG
-                if error.reply_code == 406
+                if error.reply_code == 406 and ready is None
                 else exitcodes.BROKER_FAILED
             )
         except (
             pika.exceptions.AMQPConnectionError,
             pika.exceptions.AMQPChannelError,
+            ItemTakenBack,
         ) as error:
             log.error("event=broker-error error=%r", describe(error))
             code = exitcodes.BROKER_FAILED
@@ -163,29 +182,39 @@ class Worker:
         self, connection: pika.BlockingConnection, channel: BlockingChannel, ready: int
     ) -> int:
         queue_name = self._settings.queue.name
-        if ready == 0:
-            log.info("event=queue-empty queue=%s", queue_name)
-            return exitcodes.OK
         channel.basic_qos(prefetch_count=self._settings.prefetch)
-        channel.basic_consume(
-            queue_name,
-            lambda _channel, method, properties, body: self._deliveries.append(
-                Delivery(method, properties, body)
-            ),
-        )
+        if ready:
+            self._consume(channel)
+        quiet_checks = 0
         while not (self._stop_requested or self._handler_stuck):
             if self._deliveries:
                 self._process(connection, channel, self._deliveries.popleft())
+                quiet_checks = 0
                 continue
             connection.process_data_events(time_limit=IDLE_CHECK_SECONDS)
             if self._deliveries:
                 continue
-            # The passive declare travels on the consuming channel, so every delivery
-            # the broker sent before its answer has been queued by the time it returns.
-            ready = _ready_count(channel, queue_name)
-            if ready == 0 and not self._deliveries:
+            # Deliveries that crossed the passive declare on the consuming channel are
+            # dispatched by the call after it.
+            ready, consumers = _queue_counts(channel, queue_name)
+            connection.process_data_events(time_limit=0)
+            if self._deliveries:
+                continue
+            quiet_checks = 0 if ready else quiet_checks + 1
+            consuming = self._consumer_tag is not None
+            if ready and not consuming:
+                self._consume(channel)
+            elif quiet_checks >= QUIET_CHECKS_BEFORE_IDLE and consuming:
+                # Idle workers stop consuming, so that they can tell from the
+                # consumer count when no worker holds an item any more.
+                self._stop_consuming(channel)
+                log.info("event=idle queue=%s consumers=%d", queue_name, consumers - 1)
+            elif not ready and consumers == 0:
                 log.info("event=queue-empty queue=%s", queue_name)
                 break
+            # Else other workers hold items that may come back (a failed attempt, a
+            # killed pod); exiting now could end the Job without them, since the Job
+            # controller starts no pod once one has succeeded.
 
         if self._stop_requested:
             return exitcodes.TERMINATED
@@ -193,21 +222,68 @@ class Worker:
             return exitcodes.ITEM_FAILED
         return exitcodes.OK
 
+    def _consume(self, channel: BlockingChannel) -> None:
+        self._consumer_tag = channel.basic_consume(
+            self._settings.queue.name,
+            lambda _channel, method, properties, body: self._deliveries.append(
+                Delivery(method, properties, body)
+            ),
+        )
+
+    def _stop_consuming(self, channel: BlockingChannel) -> None:
+        if self._consumer_tag is not None:
+            channel.basic_cancel(self._consumer_tag)
+            self._consumer_tag = None
+
     def _process(
         self,
         connection: pika.BlockingConnection,
         channel: BlockingChannel,
         delivery: Delivery,
     ) -> str:
-        """Run the work on one item, settle it with the broker, return the outcome."""
+        """Run the work on one item, settle it with the broker, return the outcome.
+
+        Raises:
+            ItemTakenBack: the broker took the item back while it ran.
+            pika.exceptions.AMQPError: the item could not be settled; the broker will
+                deliver it again, so work that succeeded will run twice (logged as
+                `outcome=done-not-acked`).
+        """
         headers = delivery.properties.headers or {}
         attempt = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
         started = time.monotonic()
         if delivery.method.redelivered:
             self.tally.redelivered += 1
 
-        error = self._run_handler(connection, delivery.body)
+        error = self._run_handler(connection, channel, delivery.body)
+        if isinstance(error, ItemTakenBack):
+            self._log_item(delivery, "abandoned", attempt, started, error)
+            raise error
+        if self._stop_requested or self._handler_stuck:
+            # This process takes no more items: were it still consuming, the broker
+            # could hand the requeued item straight back to it.
+            self._stop_consuming(channel)
 
+        try:
+            outcome = self._settle(channel, delivery, error, attempt)
+        except (
+            pika.exceptions.AMQPConnectionError,
+            pika.exceptions.AMQPChannelError,
+        ) as settle_error:
+            outcome = "done-not-acked" if error is None else "unsettled"
+            self._log_item(delivery, outcome, attempt, started, error or settle_error)
+            raise
+        self._log_item(delivery, outcome, attempt, started, error)
+        return outcome
+
+    def _settle(
+        self,
+        channel: BlockingChannel,
+        delivery: Delivery,
+        error: BaseException | None,
+        attempt: int,
+    ) -> str:
+        """Ack, requeue or dead-letter the item after its work; returns the outcome."""
         tag = delivery.method.delivery_tag
         if error is None:
             channel.basic_ack(tag)
@@ -229,11 +305,20 @@ class Worker:
             channel.basic_nack(tag, requeue=True)
             outcome = "requeued"
             self.tally.requeued += 1
+        return outcome
 
+    def _log_item(
+        self,
+        delivery: Delivery,
+        outcome: str,
+        attempt: int,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
         log.log(
             logging.INFO if error is None else logging.WARNING,
             "event=item item=%s body=%r outcome=%s attempt=%d ms=%d redelivered=%s%s",
-            delivery.properties.message_id or f"tag-{tag}",
+            delivery.properties.message_id or f"tag-{delivery.method.delivery_tag}",
             delivery.body[:LOGGED_BODY_BYTES],
             outcome,
             attempt,
@@ -241,10 +326,12 @@ class Worker:
             str(delivery.method.redelivered).lower(),
             "" if error is None else f" error={describe(error)!r}",
         )
-        return outcome
 
     def _run_handler(
-        self, connection: pika.BlockingConnection, body: bytes
+        self,
+        connection: pika.BlockingConnection,
+        channel: BlockingChannel,
+        body: bytes,
     ) -> BaseException | None:
         """Run the handler on its thread; returns its error, or None on success."""
         if not body:
@@ -252,7 +339,17 @@ class Worker:
         deadline = time.monotonic() + self._settings.item_timeout_seconds
         future = self._runner.submit(body)
         while not wait([future], timeout=self._poll_seconds).done:
-            connection.process_data_events(time_limit=0)
+            try:
+                connection.process_data_events(time_limit=0)
+            except pika.exceptions.AMQPConnectionError as error:
+                self._cancel_handler()
+                return ItemTakenBack(f"connection lost: {describe(error)}")
+            if channel.is_closed:
+                self._cancel_handler()
+                return ItemTakenBack(
+                    "the broker closed the channel (a consumer_timeout shorter "
+                    "than the item?)"
+                )
             if self._stop_requested:
                 self._cancel(future)
                 return Stopped("SIGTERM during the item")
@@ -264,10 +361,14 @@ class Worker:
                 )
         return future.exception()
 
-    def _cancel(self, future: Future) -> None:
+    def _cancel_handler(self) -> None:
+        """Stop a command handler's command; a Python handler cannot be stopped."""
         cancel = getattr(self._runner.handler, "cancel", None)
         if cancel is not None:
             cancel()
+
+    def _cancel(self, future: Future) -> None:
+        self._cancel_handler()
         if not wait([future], timeout=CANCEL_GRACE_SECONDS).done:
             # A Python handler cannot be interrupted: this process stops taking items.
             self._handler_stuck = True
@@ -314,8 +415,10 @@ class Worker:
         )
 
 
-def _ready_count(channel: BlockingChannel, queue_name: str) -> int:
-    return channel.queue_declare(queue_name, passive=True).method.message_count
+def _queue_counts(channel: BlockingChannel, queue_name: str) -> tuple[int, int]:
+    """Items ready in the queue, and consumers on it (each may hold items)."""
+    declared = channel.queue_declare(queue_name, passive=True).method
+    return declared.message_count, declared.consumer_count
 
 
 def _close_quietly(connection: pika.BlockingConnection) -> None:
