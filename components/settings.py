@@ -40,6 +40,11 @@ MEMORY_UNITS = {
     "Gi": 2**30,
     "Ti": 2**40,
 }
+#: What a password or cookie may hold: it goes into a URL and a configuration file.
+PASSWORD = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
+ERLANG_COOKIE = re.compile(r"^[A-Za-z0-9]{20,255}$")
+AMQP_URL = re.compile(r"^amqps?://[^/\s]+(:\d+)?(/\S*)?$")
+REGISTRY_TOKEN = re.compile(r"^\S+$")
 MODES = ("coarse", "fine")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CLAIM_RETENTION = ("Retain", "Delete")
@@ -183,7 +188,15 @@ class _Reader:
             )
         return raw
 
-    def secret(self, name: str) -> pulumi.Output[str] | None:
+    def secret(
+        self, name: str, pattern: re.Pattern[str], accepts: str
+    ) -> pulumi.Output[str] | None:
+        """A secret value, checked now but never shown in an error."""
+        raw = self.config.get(name)
+        if raw is None:
+            return None
+        if not pattern.match(raw):
+            raise SettingsError(f"{_key(name)} must be {accepts} (value not shown)")
         return self.config.get_secret(name)
 
 
@@ -225,7 +238,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     if work_handler and work_command:
         raise _fail("workCommand", "empty when workqueue:workHandler is set")
 
-    broker_url = read.secret("brokerUrl")
+    broker_url = read.secret("brokerUrl", AMQP_URL, "an amqp:// or amqps:// URL")
     broker_cidrs = _cidrs(read, "brokerCidrs")
     if broker_url is not None and not broker_cidrs:
         raise _fail("brokerCidrs", "the networks of the broker at workqueue:brokerUrl")
@@ -254,8 +267,12 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         broker_cidrs=broker_cidrs,
         broker_image=_pinned_image(read, "brokerImage"),
         broker_username=_broker_username(read),
-        broker_password=read.secret("brokerPassword"),
-        erlang_cookie=read.secret("erlangCookie"),
+        broker_password=read.secret(
+            "brokerPassword", PASSWORD, "12 to 128 letters, digits or . _ ~ -"
+        ),
+        erlang_cookie=read.secret(
+            "erlangCookie", ERLANG_COOKIE, "20 to 255 letters or digits"
+        ),
         broker_cpu_request=read.quantity("brokerCpuRequest"),
         broker_cpu_limit=read.quantity("brokerCpuLimit"),
         broker_memory=_memory(read, "brokerMemory"),
@@ -268,7 +285,9 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         registry=registry,
         image_name=image_name,
         registry_username=read.text("registryUsername"),
-        registry_password=read.secret("registryPassword"),
+        registry_password=read.secret(
+            "registryPassword", REGISTRY_TOKEN, "a token without whitespace"
+        ),
         platform=read.text("platform"),
         work_cpu_request=read.quantity("workCpuRequest"),
         work_cpu_limit=read.quantity("workCpuLimit"),

@@ -174,3 +174,33 @@ def test_the_deploying_guide_lists_every_key_with_its_default():
     assert set(rows) == set(schema), f"undocumented: {set(schema) - set(rows)}"
     for key, spec in schema.items():
         assert rows[key] == _documented_default(spec), f"{key}: {rows[key]}"
+
+
+BAD_SECRETS = {
+    "short broker password": ("brokerPassword", "pw#1", "12 to 128 letters"),
+    "cookie with symbols": (
+        "erlangCookie",
+        "cookie-with-dashes-00000",
+        "letters or digits",
+    ),
+    "broker URL of another scheme": ("brokerUrl", "http://u:pw@mq:5672/", "amqps://"),
+    "registry token with a space": (
+        "registryPassword",
+        "two words",
+        "without whitespace",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SECRETS))
+def test_a_bad_secret_is_refused_without_showing_it(case):
+    key, value, accepts = BAD_SECRETS[case]
+
+    error, registered = run_program_expecting_error(
+        "prod", {"brokerCidrs": ["10.0.0.0/8"]}, secrets={key: value}
+    )
+
+    assert isinstance(error, SettingsError), f"{case}: {error!r}"
+    assert f"workqueue:{key}" in str(error) and accepts in str(error), str(error)
+    assert value not in str(error), f"{case}: the error shows the secret"
+    assert registered == []
