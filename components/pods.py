@@ -129,3 +129,15 @@ def service_account(
         automount_service_account_token=False,
         opts=pulumi.ResourceOptions(parent=parent),
     )
+
+
+def job_annotations(wait: bool) -> dict[str, str]:
+    """The annotations of a Job: how `pulumi up` awaits it, and checkov's skips.
+
+    replaceUnready: a Job that failed is replaced by the next `pulumi up` instead of
+    being awaited again. skipAwait: `pulumi up` creates the Job and moves on.
+    """
+    annotations = {"pulumi.com/replaceUnready": "true", **checkov_skips(JOB_SKIPS)}
+    if not wait:
+        annotations["pulumi.com/skipAwait"] = "true"
+    return annotations

@@ -88,8 +88,6 @@ class SeedJob(pulumi.ComponentResource):
         self, name: str, args: SeedJobArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("workqueue:index:SeedJob", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-
         items = k8s.core.v1.ConfigMap(
             f"{name}-items",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -97,55 +95,23 @@ class SeedJob(pulumi.ComponentResource):
             ),
             data={ITEMS_FILE: seed_file_text(args.items)},
             immutable=True,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         account = pods.service_account(
             f"{name}-seed", args.namespace, SEED_LABELS, parent=self
         )
-        container = k8s.core.v1.ContainerArgs(
-            name="seed",
-            image=args.image_ref,
-            image_pull_policy="Always",
-            command=image_interface.COMMAND,
-            args=pulumi.Output.from_input(args.image_ref).apply(
-                lambda image_ref: [
-                    "seed",
-                    "--file",
-                    f"{ITEMS_DIR}/{ITEMS_FILE}",
-                    "--batch",
-                    seed_batch(args.items, image_ref),
-                ]
+        items_volume = k8s.core.v1.VolumeArgs(
+            name="items",
+            config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                name=items.metadata.name, default_mode=0o444
             ),
-            env=args.environment,
-            resources=pods.resources("100m", "500m", "128Mi"),
-            security_context=pods.container_security(),
-            volume_mounts=[
-                k8s.core.v1.VolumeMountArgs(
-                    name="items", mount_path=ITEMS_DIR, read_only=True
-                ),
-                pods.tmp_mount(),
-            ],
         )
-        volumes = [
-            k8s.core.v1.VolumeArgs(
-                name="items",
-                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                    name=items.metadata.name, default_mode=0o444
-                ),
-            )
-        ]
-        annotations = {
-            ITEMS_DIGEST_ANNOTATION: items_digest(args.items),
-        }
         self.job = k8s.batch.v1.Job(
             f"{name}-seed",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 namespace=args.namespace,
                 labels=SEED_LABELS,
-                annotations={
-                    "pulumi.com/replaceUnready": "true",
-                    **pods.checkov_skips(pods.JOB_SKIPS),
-                },
+                annotations=pods.job_annotations(wait=True),
             ),
             spec=k8s.batch.v1.JobSpecArgs(
                 backoff_limit=SEED_BACKOFF_LIMIT,
@@ -155,10 +121,10 @@ class SeedJob(pulumi.ComponentResource):
                 pod_failure_policy=image_interface.pod_failure_policy(),
                 template=pods.job_pod_template(
                     {**SEED_LABELS, **args.client_labels},
-                    annotations,
+                    {ITEMS_DIGEST_ANNOTATION: items_digest(args.items)},
                     account,
-                    container,
-                    volumes,
+                    _container(args),
+                    [items_volume],
                     args.pull_secret_names,
                 ),
             ),
@@ -173,3 +139,30 @@ class SeedJob(pulumi.ComponentResource):
         )
         self.job_name = self.job.metadata.name
         self.register_outputs({"job_name": self.job_name})
+
+
+def _container(args: SeedJobArgs) -> k8s.core.v1.ContainerArgs:
+    return k8s.core.v1.ContainerArgs(
+        name="seed",
+        image=args.image_ref,
+        image_pull_policy="Always",
+        command=image_interface.COMMAND,
+        args=pulumi.Output.from_input(args.image_ref).apply(
+            lambda image_ref: [
+                "seed",
+                "--file",
+                f"{ITEMS_DIR}/{ITEMS_FILE}",
+                "--batch",
+                seed_batch(args.items, image_ref),
+            ]
+        ),
+        env=args.environment,
+        resources=pods.resources("100m", "500m", "128Mi"),
+        security_context=pods.container_security(),
+        volume_mounts=[
+            k8s.core.v1.VolumeMountArgs(
+                name="items", mount_path=ITEMS_DIR, read_only=True
+            ),
+            pods.tmp_mount(),
+        ],
+    )

@@ -105,10 +105,7 @@ class WorkJob(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 namespace=args.namespace,
                 labels=WORK_LABELS,
-                annotations={
-                    **_await_annotations(args.wait),
-                    **pods.checkov_skips(pods.JOB_SKIPS),
-                },
+                annotations=pods.job_annotations(args.wait),
             ),
             spec=k8s.batch.v1.JobSpecArgs(
                 completions=args.completions,
@@ -165,15 +162,6 @@ class WorkJob(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-
-
-def _await_annotations(wait: bool) -> dict[str, str]:
-    # replaceUnready: a Job that failed is replaced by the next `pulumi up`
-    # instead of being awaited again. skipAwait: create it and move on.
-    annotations = {"pulumi.com/replaceUnready": "true"}
-    if not wait:
-        annotations["pulumi.com/skipAwait"] = "true"
-    return annotations
 
 
 def _container(args: WorkJobArgs) -> k8s.core.v1.ContainerArgs:
