@@ -91,15 +91,6 @@ class Registration:
     options: dict
     state: dict = field(default_factory=dict)
 
-    def path(self, *keys: str) -> Any:
-        """A nested input, or None where any step is missing."""
-        value: Any = self.inputs
-        for key in keys:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
-        return value
-
 
 class RecordingMonitor(mocks.MockMonitor):
     """Pulumi's mock monitor, keeping every registration request it sees."""
@@ -225,9 +216,6 @@ class ProgramRun:
         found = [r for r in self.of_type(type_) if name is None or r.name == name]
         assert len(found) == 1, f"expected one {type_} {name or ''}, found {found}"
         return found[0]
-
-    def by_urn(self, urn: str) -> Registration:
-        return next(r for r in self.registrations if r.urn == urn)
 
     def children_of(self, parent: Registration) -> list[Registration]:
         return [r for r in self.registrations if r.parent == parent.urn]
