@@ -5,6 +5,7 @@ what changes (and does not) between two runs."""
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import pytest
 
@@ -419,3 +420,13 @@ def test_the_seed_batch_is_new_for_new_items_or_a_new_image_only():
     assert _seed_batch(first) == _seed_batch(again)
     assert _seed_batch(new_items) != _seed_batch(first)
     assert _seed_batch(new_image) != _seed_batch(first)
+
+
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_a_stack_evaluates_under_the_mocks_in_well_under_a_second(stack):
+    started = time.perf_counter()
+
+    run_program(stack)
+
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, f"{stack} took {elapsed:.2f} s under the mocks"
