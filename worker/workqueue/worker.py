@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 #: How long a fine-mode worker waits for a delivery before it asks whether the queue
 #: is empty; short, because asking costs one round trip and exiting late costs a pod.
 IDLE_CHECK_SECONDS = 0.2
+#: The first wait after the worker's last item, in seconds. It grows by half with each
+#: check that finds the queue empty, up to `IDLE_CHECK_SECONDS`: the few checks that
+#: let the workers leave come quickly, and a long idle wait still asks only that often.
+FIRST_IDLE_CHECK_SECONDS = 0.02
 #: Checks in a row that find the queue empty before an idle worker stops consuming.
 #: An item the broker sends while the consumer is being cancelled goes back to the
 #: queue and counts as a delivery, so one check is not enough.
@@ -191,7 +195,7 @@ class Worker:
                 self._process(connection, channel, self._deliveries.popleft())
                 quiet_checks = 0
                 continue
-            connection.process_data_events(time_limit=IDLE_CHECK_SECONDS)
+            connection.process_data_events(time_limit=_idle_wait(quiet_checks))
             if self._deliveries:
                 continue
             # Deliveries that crossed the passive declare on the consuming channel are
@@ -413,6 +417,12 @@ class Worker:
             (time.monotonic() - tally.started) * 1000,
             code,
         )
+
+
+def _idle_wait(quiet_checks: int) -> float:
+    """Seconds to wait for a delivery after `quiet_checks` checks found no item."""
+    growths = min(quiet_checks, 20)  # a long idle wait must not overflow a float
+    return min(IDLE_CHECK_SECONDS, FIRST_IDLE_CHECK_SECONDS * 1.5**growths)
 
 
 def _queue_counts(channel: BlockingChannel, queue_name: str) -> tuple[int, int]:
