@@ -26,7 +26,7 @@ import pytest
 
 from components.rabbitmq import CONFIG_DIR, DATA_DIR, MEMORY_WATERMARK
 from components.settings import memory_bytes
-from tests.pulumi_harness import ProgramRun, run_program
+from tests.pulumi_harness import ProgramRun, committed_stacks, run_program
 
 #: How long a private node may take to write its pid file (about 3 s here).
 BOOT_SECONDS = 60
@@ -108,9 +108,9 @@ def _as_rabbitmq_user(command: list[str]) -> list[str]:
     return program
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[PrivateNode]:
-    run = run_program("dev")
+@pytest.fixture(scope="module", params=committed_stacks())
+def node(request) -> Iterator[PrivateNode]:
+    run = run_program(request.param)
     pod = run.one("kubernetes:apps/v1:StatefulSet").inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
     # Not under pytest's tmp_path: its parent is private to root, and the server
@@ -149,7 +149,8 @@ def _start_node(
         assert waited.returncode == 0, f"the node did not boot: {console.read_text()}"
         yield node
     finally:
-        if node.ctl("rabbitmqctl", "stop").returncode != 0:
+        # With the pid file, `stop` returns once the node's OS process has ended.
+        if node.ctl("rabbitmqctl", "stop", str(pid_file)).returncode != 0:
             server.terminate()
         server.wait(timeout=60)
 
