@@ -7,10 +7,12 @@ import json
 import re
 
 import pytest
+import yaml
 
 from components.settings import CONFIGMAP_LIMIT_BYTES, SettingsError
 from tests.pulumi_harness import (
     ROOT,
+    committed_stacks,
     project_config_schema,
     run_program_expecting_error,
 )
@@ -204,3 +206,35 @@ def test_a_bad_secret_is_refused_without_showing_it(case):
     assert f"workqueue:{key}" in str(error) and accepts in str(error), str(error)
     assert value not in str(error), f"{case}: the error shows the secret"
     assert registered == []
+
+
+YAML_TYPES = {"string": str, "integer": int, "boolean": bool, "array": list}
+
+
+def _matches(value: object, spec: dict) -> bool:
+    expected = YAML_TYPES[spec["type"]]
+    if expected is int and isinstance(value, bool):
+        return False
+    if not isinstance(value, expected):
+        return False
+    return expected is not list or all(_matches(item, spec["items"]) for item in value)
+
+
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_stack_files_use_declared_keys_of_the_declared_types(stack):
+    schema = project_config_schema()
+    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+
+    for key, value in stack_file["config"].items():
+        name = key.removeprefix("workqueue:")
+        assert key.startswith("workqueue:") and name in schema, f"{key} is not declared"
+        assert _matches(value, schema[name]), f"{key}: {value!r} is no {schema[name]}"
+        assert not schema[name].get("secret"), (
+            f"{key} is a secret committed in plain text"
+        )
+
+
+def test_declared_defaults_have_the_declared_types():
+    for name, spec in project_config_schema().items():
+        if "default" in spec:
+            assert _matches(spec["default"], spec), f"{name}'s default"
