@@ -3,7 +3,7 @@
 import pulumi
 
 from components.image_interface import client_environment
-from components.rabbitmq import URL_KEY, RabbitMQ, RabbitMQArgs
+from components.rabbitmq import RabbitMQ, RabbitMQArgs
 from components.seed_job import SeedJob, SeedJobArgs
 from components.settings import load_settings
 from components.work_job import WorkJob, WorkJobArgs
@@ -15,7 +15,9 @@ broker = RabbitMQ("rabbitmq", RabbitMQArgs.from_settings(settings))
 image = WorkerImage(
     "worker", WorkerImageArgs.from_settings(settings, namespace=broker.namespace)
 )
-environment = client_environment(settings, broker.url_secret_name, URL_KEY)
+environment = client_environment(
+    settings, broker.url_secret_name, broker.url_secret_key
+)
 seed = SeedJob(
     "seed",
     SeedJobArgs.from_settings(

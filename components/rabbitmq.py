@@ -4,35 +4,28 @@ StatefulSet behind two Services or a Secret pointing at an existing broker."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import pods
-from components.settings import Settings, memory_bytes
+from components.rabbitmq_config import (
+    AMQP_PORT,
+    COOKIE_FILE,
+    DEFAULT_USER_CONF,
+    ENABLED_PLUGINS,
+    URL_KEY,
+    amqp_url,
+    default_user_conf,
+    rabbitmq_conf,
+)
+from components.rabbitmq_pod import BROKER_LABELS, BrokerPod
+from components.settings import Settings
 
-#: RabbitMQ's AMQP 0-9-1 port; rendered into rabbitmq.conf and used by the Services.
-AMQP_PORT = 5672
-#: The key of the Secret that holds the broker URL the pods read as AMQP_URL.
-URL_KEY = "url"
 #: The label that marks a pod as a client the broker's NetworkPolicy admits.
 CLIENT_LABELS = {"workqueue/broker-client": "true"}
-#: The broker's pods.
-BROKER_LABELS = pods.labels("rabbitmq", "broker")
-#: The fraction of the container's memory limit RabbitMQ may use before it blocks
-#: publishers; RabbitMQ's own default share, applied to the limit rather than to the
-#: node's memory, which the container cannot have.
-MEMORY_WATERMARK = 0.4
-#: Where the broker reads its configuration (a projected, read-only volume).
-CONFIG_DIR = "/etc/rabbitmq"
-#: RabbitMQ's home: the data directory and the Erlang cookie's place.
-DATA_DIR = "/var/lib/rabbitmq"
-#: The file in conf.d that sets the default user, rendered into a Secret.
-DEFAULT_USER_CONF = "10-default-user.conf"
-#: The Erlang cookie's key in its Secret and the file the init container copies.
-COOKIE_FILE = ".erlang.cookie"
 #: The namespace and labels of the cluster DNS pods every client must reach.
 DNS_NAMESPACE = "kube-system"
 DNS_POD_LABELS = {"k8s-app": "kube-dns"}
@@ -95,40 +88,15 @@ class RabbitMQArgs:
         )
 
 
-def rabbitmq_conf(memory_limit: str) -> str:
-    """The broker's rabbitmq.conf: port, logs to the console, memory alarm."""
-    watermark = int(memory_bytes(memory_limit) * MEMORY_WATERMARK)
-    return (
-        "# Rendered by the workqueue Pulumi program (components/rabbitmq.py).\n"
-        f"listeners.tcp.default = {AMQP_PORT}\n"
-        "log.console = true\n"
-        "log.console.level = info\n"
-        "log.file = false\n"
-        f"vm_memory_high_watermark.absolute = {watermark}\n"
-    )
-
-
-#: No plugin: the project needs AMQP only, and every plugin is one more port.
-ENABLED_PLUGINS = "[].\n"
-
-
-def default_user_conf(username: str, password: str) -> str:
-    """The conf.d file that creates the broker's only user on first boot."""
-    return f"default_user = {username}\ndefault_pass = {password}\n"
-
-
-def amqp_url(username: str, password: str, host: str) -> str:
-    """The broker URL the clients use, with credentials and the default vhost."""
-    return f"amqp://{quote(username, safe='')}:{quote(password, safe='')}@{host}/%2F"
-
-
 class RabbitMQ(pulumi.ComponentResource):
     """The project's namespace and its broker, deployed or existing."""
 
     namespace: pulumi.Output[str]
     """The namespace every object of the project lives in."""
     url_secret_name: pulumi.Output[str]
-    """The Secret whose `url` key holds the broker URL with credentials."""
+    """The Secret that holds the broker URL with credentials."""
+    url_secret_key: str
+    """The key of the broker URL in that Secret."""
     address: pulumi.Output[str]
     """The broker's host:port, without credentials."""
     client_labels: dict[str, str]
@@ -140,6 +108,7 @@ class RabbitMQ(pulumi.ComponentResource):
         super().__init__("workqueue:index:RabbitMQ", name, None, opts)
         self.args = args
         self.client_labels = dict(CLIENT_LABELS)
+        self.url_secret_key = URL_KEY
         self.namespace = self._namespace(name)
 
         if args.external_url is None:
@@ -151,6 +120,7 @@ class RabbitMQ(pulumi.ComponentResource):
             {
                 "namespace": self.namespace,
                 "url_secret_name": self.url_secret_name,
+                "url_secret_key": self.url_secret_key,
                 "address": self.address,
                 "client_labels": self.client_labels,
             }
@@ -202,42 +172,68 @@ class RabbitMQ(pulumi.ComponentResource):
         self._client_policy(name, egress)
 
     def _deploy_broker(self, name: str) -> None:
-        args = self.args
-        password = args.password or self._generated(f"{name}-password", 32)
-        cookie = args.erlang_cookie or self._generated(f"{name}-erlang-cookie", 48)
-
         client_service = self._services(name)
-        host = pulumi.Output.concat(
+        self.address = pulumi.Output.concat(
             client_service.metadata.name,
             ".",
             self.namespace,
             ".svc.",
-            args.cluster_domain,
+            self.args.cluster_domain,
             f":{AMQP_PORT}",
         )
-        self.address = host
+        credentials, cookie_secret = self._secrets(name, self.address)
+        self.url_secret_name = credentials.metadata.name
+        self.stateful_set = self._stateful_set(name, credentials, cookie_secret)
+        self._broker_policy(name)
+        to_broker = k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+            to=[
+                k8s.networking.v1.NetworkPolicyPeerArgs(
+                    pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                        match_labels=BROKER_LABELS
+                    )
+                )
+            ],
+            ports=[_tcp(AMQP_PORT)],
+        )
+        self._client_policy(name, [to_broker])
+
+    def _secrets(
+        self, name: str, host: pulumi.Output[str]
+    ) -> tuple[k8s.core.v1.Secret, k8s.core.v1.Secret]:
+        """The credentials (user, password, URL, conf.d file) and the cookie."""
+        username = self.args.username
+        password = self.args.password or self._generated(f"{name}-password", 32)
+        cookie = self.args.erlang_cookie or self._generated(f"{name}-erlang-cookie", 48)
         credentials = k8s.core.v1.Secret(
             f"{name}-credentials",
             metadata=self._metadata(None, labels=BROKER_LABELS),
             string_data={
-                "username": args.username,
+                "username": username,
                 "password": password,
                 URL_KEY: pulumi.Output.all(password, host).apply(
-                    lambda values: amqp_url(args.username, values[0], values[1])
+                    lambda values: amqp_url(username, values[0], values[1])
                 ),
                 DEFAULT_USER_CONF: password.apply(
-                    lambda value: default_user_conf(args.username, value)
+                    lambda value: default_user_conf(username, value)
                 ),
             },
             opts=self._child(),
         )
-        self.url_secret_name = credentials.metadata.name
         cookie_secret = k8s.core.v1.Secret(
             f"{name}-erlang-cookie",
             metadata=self._metadata(None, labels=BROKER_LABELS),
             string_data={COOKIE_FILE: cookie},
             opts=self._child(),
         )
+        return credentials, cookie_secret
+
+    def _stateful_set(
+        self,
+        name: str,
+        credentials: k8s.core.v1.Secret,
+        cookie_secret: k8s.core.v1.Secret,
+    ) -> k8s.apps.v1.StatefulSet:
+        args = self.args
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=self._metadata(None, labels=BROKER_LABELS),
@@ -253,26 +249,27 @@ class RabbitMQ(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=self._child(),
         )
-        self.stateful_set = k8s.apps.v1.StatefulSet(
+        pod = BrokerPod(
+            image=args.image,
+            cpu_request=args.cpu_request,
+            cpu_limit=args.cpu_limit,
+            memory=args.memory,
+            persistence=args.persistence,
+            storage_size=args.storage_size,
+            storage_class=args.storage_class,
+            claim_retention_on_delete=args.claim_retention_on_delete,
+            service_name=self.headless_service.metadata.name,
+            account_name=account.metadata.name,
+            config_map_name=config.metadata.name,
+            credentials_name=credentials.metadata.name,
+            cookie_secret_name=cookie_secret.metadata.name,
+        )
+        return k8s.apps.v1.StatefulSet(
             f"{name}-broker",
             metadata=self._metadata(None, labels=BROKER_LABELS),
-            spec=self._stateful_set_spec(account, config, credentials, cookie_secret),
+            spec=pod.stateful_set_spec(),
             opts=self._child(),
         )
-        self._broker_policy(name)
-        dns_and_broker = [
-            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                to=[
-                    k8s.networking.v1.NetworkPolicyPeerArgs(
-                        pod_selector=k8s.meta.v1.LabelSelectorArgs(
-                            match_labels=BROKER_LABELS
-                        )
-                    )
-                ],
-                ports=[_tcp(AMQP_PORT)],
-            )
-        ]
-        self._client_policy(name, dns_and_broker)
 
     def _generated(self, name: str, length: int) -> pulumi.Output[str]:
         # Letters and digits only, so the value needs no quoting in a URL or a
@@ -307,146 +304,6 @@ class RabbitMQ(pulumi.ComponentResource):
             opts=self._child(),
         )
         return self.client_service
-
-    def _stateful_set_spec(
-        self,
-        account: k8s.core.v1.ServiceAccount,
-        config: k8s.core.v1.ConfigMap,
-        credentials: k8s.core.v1.Secret,
-        cookie_secret: k8s.core.v1.Secret,
-    ) -> k8s.apps.v1.StatefulSetSpecArgs:
-        args = self.args
-        config_volume = k8s.core.v1.VolumeArgs(
-            name="config",
-            projected=k8s.core.v1.ProjectedVolumeSourceArgs(
-                default_mode=0o440,
-                sources=[
-                    k8s.core.v1.VolumeProjectionArgs(
-                        config_map=k8s.core.v1.ConfigMapProjectionArgs(
-                            name=config.metadata.name
-                        )
-                    ),
-                    k8s.core.v1.VolumeProjectionArgs(
-                        secret=k8s.core.v1.SecretProjectionArgs(
-                            name=credentials.metadata.name,
-                            items=[
-                                k8s.core.v1.KeyToPathArgs(
-                                    key=DEFAULT_USER_CONF,
-                                    path=f"conf.d/{DEFAULT_USER_CONF}",
-                                )
-                            ],
-                        )
-                    ),
-                ],
-            ),
-        )
-        volumes = [
-            config_volume,
-            k8s.core.v1.VolumeArgs(
-                name="erlang-cookie",
-                secret=k8s.core.v1.SecretVolumeSourceArgs(
-                    secret_name=cookie_secret.metadata.name, default_mode=0o440
-                ),
-            ),
-            pods.tmp_volume(),
-            k8s.core.v1.VolumeArgs(
-                name="logs", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()
-            ),
-        ]
-        claims = None
-        if args.persistence:
-            claims = [self._claim_template()]
-        else:
-            volumes.append(
-                k8s.core.v1.VolumeArgs(
-                    name="data", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()
-                )
-            )
-        return k8s.apps.v1.StatefulSetSpecArgs(
-            replicas=1,
-            service_name=self.headless_service.metadata.name,
-            selector=k8s.meta.v1.LabelSelectorArgs(match_labels=BROKER_LABELS),
-            pod_management_policy="OrderedReady",
-            persistent_volume_claim_retention_policy=(
-                k8s.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
-                    when_deleted=args.claim_retention_on_delete, when_scaled="Retain"
-                )
-            ),
-            volume_claim_templates=claims,
-            template=k8s.core.v1.PodTemplateSpecArgs(
-                metadata=k8s.meta.v1.ObjectMetaArgs(labels=BROKER_LABELS),
-                spec=k8s.core.v1.PodSpecArgs(
-                    service_account_name=account.metadata.name,
-                    automount_service_account_token=False,
-                    # Service links would put RABBITMQ_*_PORT variables, which
-                    # RabbitMQ reads as settings, into the broker's environment.
-                    enable_service_links=False,
-                    security_context=pods.pod_security(),
-                    termination_grace_period_seconds=60,
-                    init_containers=[_cookie_container(args.image)],
-                    containers=[self._broker_container()],
-                    volumes=volumes,
-                ),
-            ),
-        )
-
-    def _claim_template(self) -> k8s.core.v1.PersistentVolumeClaimArgs:
-        return k8s.core.v1.PersistentVolumeClaimArgs(
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="data", labels=BROKER_LABELS),
-            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
-                access_modes=["ReadWriteOnce"],
-                storage_class_name=self.args.storage_class or None,
-                resources=k8s.core.v1.VolumeResourceRequirementsArgs(
-                    requests={"storage": self.args.storage_size}
-                ),
-            ),
-        )
-
-    def _broker_container(self) -> k8s.core.v1.ContainerArgs:
-        args = self.args
-
-        def probe(command: str, delay: int, period: int) -> k8s.core.v1.ProbeArgs:
-            return k8s.core.v1.ProbeArgs(
-                exec_=k8s.core.v1.ExecActionArgs(
-                    command=["rabbitmq-diagnostics", "-q", command]
-                ),
-                initial_delay_seconds=delay,
-                period_seconds=period,
-                timeout_seconds=15,
-                failure_threshold=3,
-            )
-
-        return k8s.core.v1.ContainerArgs(
-            name="rabbitmq",
-            image=args.image,
-            image_pull_policy="Always",
-            # The server itself, not the image's entry point script, which would
-            # try to rewrite files on the read-only root filesystem.
-            command=["rabbitmq-server"],
-            env=[
-                k8s.core.v1.EnvVarArgs(name=key, value=value)
-                for key, value in broker_environment(CONFIG_DIR, DATA_DIR).items()
-            ],
-            ports=[
-                k8s.core.v1.ContainerPortArgs(
-                    name="amqp", container_port=AMQP_PORT, protocol="TCP"
-                )
-            ],
-            readiness_probe=probe("check_port_connectivity", 10, 15),
-            liveness_probe=probe("ping", 60, 30),
-            resources=pods.resources(args.cpu_request, args.cpu_limit, args.memory),
-            security_context=pods.container_security(),
-            volume_mounts=[
-                k8s.core.v1.VolumeMountArgs(
-                    name="config", mount_path=CONFIG_DIR, read_only=True
-                ),
-                k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR),
-                k8s.core.v1.VolumeMountArgs(
-                    name="logs", mount_path="/var/log/rabbitmq"
-                ),
-                pods.tmp_mount(),
-            ],
-        )
 
     def _broker_policy(self, name: str) -> None:
         k8s.networking.v1.NetworkPolicy(
@@ -487,43 +344,6 @@ class RabbitMQ(pulumi.ComponentResource):
             ),
             opts=self._child(),
         )
-
-
-def broker_environment(config_dir: str, data_dir: str) -> dict[str, str]:
-    """Where RabbitMQ finds its files; the broker-config test points it at copies."""
-    return {
-        "HOME": data_dir,
-        "RABBITMQ_CONFIG_FILE": f"{config_dir}/rabbitmq.conf",
-        "RABBITMQ_CONFIG_FILES": f"{config_dir}/conf.d",
-        "RABBITMQ_ENABLED_PLUGINS_FILE": f"{config_dir}/enabled_plugins",
-        "RABBITMQ_MNESIA_BASE": f"{data_dir}/mnesia",
-    }
-
-
-def _cookie_container(image: str) -> k8s.core.v1.ContainerArgs:
-    # Erlang refuses a cookie file that its group may read, and a Secret volume
-    # under fsGroup is group-readable: copy it into the data directory, owner-only.
-    cookie = f"{DATA_DIR}/{COOKIE_FILE}"
-    return k8s.core.v1.ContainerArgs(
-        name="erlang-cookie",
-        image=image,
-        image_pull_policy="Always",
-        command=[
-            "sh",
-            "-c",
-            f"rm -f {cookie} && cp /run/erlang-cookie/{COOKIE_FILE} {cookie} "
-            f"&& chmod 0400 {cookie}",
-        ],
-        resources=pods.resources("10m", "100m", "32Mi"),
-        security_context=pods.container_security(),
-        volume_mounts=[
-            k8s.core.v1.VolumeMountArgs(
-                name="erlang-cookie", mount_path="/run/erlang-cookie", read_only=True
-            ),
-            k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR),
-            pods.tmp_mount(),
-        ],
-    )
 
 
 def _tcp(port: int) -> k8s.networking.v1.NetworkPolicyPortArgs:

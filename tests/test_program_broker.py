@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pika
 import pytest
 
-from components.rabbitmq import CONFIG_DIR, DATA_DIR, MEMORY_WATERMARK
+from components.rabbitmq_config import CONFIG_DIR, DATA_DIR, MEMORY_WATERMARK
 from components.settings import memory_bytes
 from tests.pulumi_harness import ProgramRun, committed_stacks, run_program
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from components.rabbitmq import MEMORY_WATERMARK
+from components.rabbitmq_config import MEMORY_WATERMARK
 from components.settings import memory_bytes
 from tests.pulumi_harness import (
     ROOT,

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from components.pods import NON_ROOT_ID
-from components.rabbitmq import AMQP_PORT
+from components.rabbitmq_config import AMQP_PORT
 from tests.pulumi_harness import ProgramRun, committed_stacks, run_program
 
 #: The volume types the restricted standard allows.
