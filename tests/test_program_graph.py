@@ -431,3 +431,14 @@ def test_a_stack_evaluates_under_the_mocks_in_well_under_a_second(stack):
 
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, f"{stack} took {elapsed:.2f} s under the mocks"
+
+
+def test_clients_address_the_broker_by_the_services_fully_qualified_name(run):
+    credentials = run.one(SECRET_KIND, "rabbitmq-credentials").inputs["stringData"]
+    client = run.one(SERVICE, "rabbitmq-amqp").state["metadata"]["name"]
+
+    host = credentials["url"].rpartition("@")[2].split("/")[0]
+    namespace = run.stack_outputs["namespace"]
+    assert host == f"{client}.{namespace}.svc.cluster.local:5672"
+    assert host == run.stack_outputs["brokerAddress"]
+    assert credentials["url"].startswith(f"amqp://{run.config['brokerUsername']}:")
