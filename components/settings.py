@@ -143,16 +143,14 @@ class _Reader:
     def text(self, name: str) -> str:
         return (self.config.get(name) or "").strip()
 
-    def integer(self, name: str, minimum: int, maximum: int | None = None) -> int:
+    def integer(self, name: str, minimum: int) -> int:
         raw = self.text(name)
         accepts = f"an integer of at least {minimum}"
-        if maximum is not None:
-            accepts = f"an integer from {minimum} to {maximum}"
         try:
             value = int(raw)
         except ValueError:
             raise _fail(name, accepts, raw) from None
-        if value < minimum or (maximum is not None and value > maximum):
+        if value < minimum:
             raise _fail(name, accepts, value)
         return value
 
@@ -182,10 +180,10 @@ class _Reader:
 
     def quantity(self, name: str) -> str:
         raw = self.text(name)
-        if not QUANTITY.match(raw) or float(QUANTITY.match(raw).group(1)) <= 0:
-            raise _fail(
-                name, "a positive Kubernetes quantity such as 250m or 512Mi", raw
-            )
+        match = QUANTITY.match(raw)
+        if not match or float(match.group(1)) <= 0:
+            accepts = "a positive Kubernetes quantity such as 250m or 512Mi"
+            raise _fail(name, accepts, raw)
         return raw
 
     def secret(
