@@ -11,7 +11,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +150,32 @@ class BackgroundJob:
             )
         assert self.result is not None, f"the Job's thread failed; see {self.log_dir}"
         return self.result
+
+    def inject_until_done(
+        self,
+        fault: Callable[[], bool],
+        interval: float,
+        deadline_seconds: float = JOB_DEADLINE_SECONDS,
+    ) -> int:
+        """Call `fault` every `interval` seconds until the Job ends.
+
+        Returns:
+            How many calls said that they injected a fault.
+        Raises:
+            JobDeadlineExceeded: the Job still ran after `deadline_seconds`; it has
+                been stopped.
+        """
+        deadline = time.monotonic() + deadline_seconds
+        injected = 0
+        while not self.wait(interval):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise JobDeadlineExceeded(
+                    f"the Job did not end within {deadline_seconds:g}s under "
+                    f"{injected} faults; pod logs are in {self.log_dir}"
+                )
+            injected += bool(fault())
+        return injected
 
     def kill_random_pod(self, chooser: random.Random) -> int | None:
         """SIGKILL one running pod chosen by `chooser`; returns its number, or None."""

@@ -83,10 +83,12 @@ def queue(node, request, tmp_path) -> QueueUnderTest:
 
 
 def numbered_items(count: int, prefix: str = "item") -> list[bytes]:
+    """`count` distinct items: `item-00000`, `item-00001`, ..."""
     return [f"{prefix}-{number:05d}".encode() for number in range(count)]
 
 
 def seed_ok(queue: QueueUnderTest, items: list[bytes], **overrides: object) -> None:
+    """Run the seed command on the items; fail the test if it fails."""
     seeded = queue.seed(items, **overrides)
     assert seeded.returncode == 0, f"seeding failed: {seeded.stderr.decode()[-2000:]}"
 
@@ -98,12 +100,10 @@ def test_killed_workers_lose_no_item(queue, chooser, record_property):
         WORK_MODE="fine", PREFETCH=PREFETCH, WORK_SECONDS=0.01
     )
 
-    kills = 0
     with BackgroundJob(environment, queue.workdir / "pods", PARALLELISM) as job:
-        while not job.wait(KILL_INTERVAL_SECONDS):
-            if job.kill_random_pod(chooser) is not None:
-                kills += 1
-            assert kills < 1000, "the Job kept running under the kills"
+        kills = job.inject_until_done(
+            lambda: job.kill_random_pod(chooser) is not None, KILL_INTERVAL_SECONDS
+        )
         result = job.finish()
     ready, _dead = queue.depths()
     dead_lettered = [body for _properties, body in queue.dead_letters()]
@@ -222,6 +222,9 @@ def test_poison_items_are_dead_lettered_with_their_reason(node, queue, record_pr
     assert figures.lost == 0, f"{figures.lost} items were never processed"
     assert all(completions.get(item) == 1 for item in normal_items), (
         "a normal item did not complete exactly once"
+    )
+    assert not any(item in completions for item in POISON_ITEMS.values()), (
+        "a poison item was recorded as done"
     )
     assert ready == 0, f"{ready} items were left in the work queue"
     assert result.complete, f"the Job failed: {result.reason}"
