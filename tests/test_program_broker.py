@@ -53,8 +53,9 @@ class PrivateNode:
     container: dict
 
     def ctl(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        command = [_script(tool), "-n", self.name, "--erlang-cookie", self.cookie]
         return subprocess.run(
-            [tool, "-n", self.name, "--erlang-cookie", self.cookie, *args],
+            [*command, *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -97,12 +98,16 @@ def _give_to_rabbitmq(base: Path) -> None:
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(base)], check=True)
 
 
+def _script(tool: str) -> str:
+    # Debian's wrappers in /usr/sbin switch to the rabbitmq user with `su`, which
+    # resets HOME (and so the cookie), and refuse any other user: use the scripts.
+    script = Path("/usr/lib/rabbitmq/bin") / tool
+    return str(script) if script.exists() else tool
+
+
 def _as_rabbitmq_user(command: list[str]) -> list[str]:
-    # Debian's rabbitmq-server wrapper switches user with `su`, which resets HOME
-    # (and so the cookie); run the server script itself, environment kept, as the
-    # unprivileged user the pod runs as.
-    server = Path("/usr/lib/rabbitmq/bin") / command[0]
-    program = [str(server) if server.exists() else command[0], *command[1:]]
+    """The server's command, environment kept, as an unprivileged user."""
+    program = [_script(command[0]), *command[1:]]
     if os.geteuid() == 0:
         return ["runuser", "--preserve-environment", "-u", "rabbitmq", "--", *program]
     return program
