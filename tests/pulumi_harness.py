@@ -172,7 +172,7 @@ def _digest(*parts: object) -> str:
 class ProgramMocks(mocks.Mocks):
     """Answers as the providers would for the resources this program uses."""
 
-    def __init__(self, image_digest: str):
+    def __init__(self, image_digest: str | None):
         self.image_digest = image_digest
         #: Every value the mocked providers generated as a secret.
         self.generated_secrets: list[str] = []
@@ -187,7 +187,7 @@ class ProgramMocks(mocks.Mocks):
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"generated{_digest(args.name)[:24]}"
             self.generated_secrets.append(state["result"])
-        elif args.typ == "docker:index/image:Image":
+        elif args.typ == "docker:index/image:Image" and self.image_digest:
             repository = state["imageName"].rsplit(":", 1)[0]
             state["repoDigest"] = f"{repository}@{self.image_digest}"
         return f"{args.name}-id", state
@@ -239,7 +239,7 @@ def _execute(
     stack: str,
     overrides: dict[str, Any] | None,
     secrets: dict[str, str] | None,
-    image_digest: str,
+    image_digest: str | None,
 ) -> tuple[ProgramMocks, RecordingMonitor, dict[str, Any], BaseException | None]:
     values = stack_config(stack, overrides)
     secrets = dict(TEST_SECRETS if secrets is None else secrets)
@@ -252,7 +252,11 @@ def _execute(
     monitor = RecordingMonitor(program_mocks)
     settings.ROOT.set(None)
     mocks.set_mocks(
-        program_mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+        program_mocks,
+        project=PROJECT,
+        stack=stack,
+        preview=image_digest is None,
+        monitor=monitor,
     )
     pulumi.runtime.set_all_config(config, secret_keys)
     try:
@@ -268,7 +272,7 @@ def run_program(
     stack: str,
     overrides: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
-    image_digest: str = DEFAULT_DIGEST,
+    image_digest: str | None = DEFAULT_DIGEST,
 ) -> ProgramRun:
     """Run __main__.py for a committed stack under the mocks.
 
@@ -278,7 +282,9 @@ def run_program(
             as a value removes the key.
         secrets: secret configuration keys and values; by default the test values
             of the secrets the committed stacks leave out.
-        image_digest: the digest the mocked registry gives the pushed worker image.
+        image_digest: the digest the mocked registry gives the pushed worker image;
+            None runs a preview in which the image is not built yet, so its digest
+            is unknown (as in `pulumi preview` before the first `pulumi up`).
 
     Raises:
         Whatever the program raises, e.g. SettingsError for bad configuration.

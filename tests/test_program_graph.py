@@ -8,6 +8,7 @@ import importlib.util
 import time
 
 import pytest
+from pulumi.runtime.rpc import UNKNOWN
 
 from components.rabbitmq_config import MEMORY_WATERMARK
 from components.settings import memory_bytes
@@ -442,3 +443,14 @@ def test_clients_address_the_broker_by_the_services_fully_qualified_name(run):
     assert host == f"{client}.{namespace}.svc.cluster.local:5672"
     assert host == run.stack_outputs["brokerAddress"]
     assert credentials["url"].startswith(f"amqp://{run.config['brokerUsername']}:")
+
+
+def test_a_preview_before_the_image_is_built_registers_both_jobs():
+    run = run_program("dev", image_digest=None)
+
+    for component in ("SeedJob", "WorkJob"):
+        container = _pod_spec(_job(run, component))["containers"][0]
+        assert container["image"] == UNKNOWN, f"{component} runs {container['image']}"
+    seed_args = _pod_spec(_job(run, "SeedJob"))["containers"][0]["args"]
+    assert seed_args == UNKNOWN, "the seed batch cannot be known before the image"
+    assert _job(run, "SeedJob").dependencies, "the preview lost the Jobs' order"
