@@ -368,6 +368,16 @@ def test_an_existing_broker_replaces_the_deployed_one():
         )
     assert run.stack_outputs["brokerAddress"] == "mq.internal.example:5671"
     assert url not in repr(run.stack_outputs)
+    clients = run.one(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", "rabbitmq-clients"
+    )
+    blocks = [
+        peer["ipBlock"]["cidr"]
+        for rule in clients.inputs["spec"]["egress"]
+        for peer in rule["to"]
+        if "ipBlock" in peer
+    ]
+    assert blocks == ["10.20.0.0/16"], "the clients cannot reach the existing broker"
 
 
 def test_an_existing_namespace_is_used_as_it_is():
