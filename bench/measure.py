@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from bench.queues import ROOT, WORKER_DIR, BenchQueues, item_bodies
@@ -46,6 +48,9 @@ PLAIN = (sys.executable, "-m", "bench.plain")
 #: The tutorial's tools; the broker's URL follows each.
 AMQP_PUBLISH = ("amqp-publish", "--url")
 AMQP_CONSUME = ("amqp-consume", "--url")
+#: An item's log line, as `workqueue.logs` formats it: when it ended, how long it took.
+ITEM_LINE = re.compile(r"(?P<time>\S+ \S+) INFO \S+ event=item .* ms=(?P<ms>\d+) ")
+LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
 #: Longest any one timed process may run before the bench gives up, in seconds.
 PROCESS_TIMEOUT_SECONDS = 300
 
@@ -236,18 +241,29 @@ def drain_tutorial(context: Context, count: int, command) -> float:
 # Makespan: items of fixed work spread over a Job's pods.
 
 
+@dataclass(frozen=True)
+class Makespan:
+    """One Job's makespan, and where its time went beside the work itself."""
+
+    seconds: float
+    """From starting the first worker to the exit of the last."""
+    ideal: float
+    """ceil(items / workers) x work_seconds: the work alone, perfectly shared."""
+    start_up: float
+    """From starting the first worker until its first item began."""
+    tail: float
+    """From the end of the last item until the last worker exited."""
+
+
 def makespan(
     context: Context, mode: str, items: int, workers: int, work_seconds: float
-) -> tuple[float, float]:
+) -> Makespan:
     """Run `items` demo items of `work_seconds` each on `workers` worker processes.
 
     Fine mode starts `workers` processes that drain the queue; coarse mode keeps
     `workers` processes running, one item each, until `items` have exited 0, as the
     Job controller would with `completions`. The controller here waits on its
     processes instead of polling, so it adds no delay of its own.
-
-    Returns:
-        The measured seconds, and the ideal ceil(items / workers) x work_seconds.
     """
     queue = context.queues.new(f"makespan-{mode}")
     environment = command_environment(
@@ -258,15 +274,36 @@ def makespan(
         WORK_SECONDS=work_seconds,
     )
     completions = items if mode == "coarse" else workers
-    log_path = context.log_path(f"makespan-{mode}")
+    log_path = context.log_path(queue.name)
     try:
         context.queues.fill(queue, item_bodies(items), context.log_path("fill"))
         with log_path.open("ab") as log_file:
+            began = time.time()
             seconds = _run_job(environment, log_file, workers, completions)
         _drained(context, queue, f"the {mode}-mode Job")
     finally:
         context.queues.delete(queue)
-    return seconds, math.ceil(items / workers) * work_seconds
+    first_start, last_end = _item_span(log_path)
+    return Makespan(
+        seconds=seconds,
+        ideal=math.ceil(items / workers) * work_seconds,
+        start_up=first_start - began,
+        tail=began + seconds - last_end,
+    )
+
+
+def _item_span(log_path: Path) -> tuple[float, float]:
+    """When the first item began and the last one ended, from the workers' log."""
+    starts, ends = [], []
+    for line in log_path.read_text(errors="replace").splitlines():
+        found = ITEM_LINE.match(line)
+        if found:
+            logged = datetime.strptime(found["time"], LOG_TIME_FORMAT).timestamp()
+            starts.append(logged - int(found["ms"]) / 1000)
+            ends.append(logged)
+    if not starts:
+        raise BenchFailed(f"no item lines in {log_path}")
+    return min(starts), max(ends)
 
 
 def _run_job(environment, log_file, parallelism: int, completions: int) -> float:

@@ -42,6 +42,12 @@ ROWS = (
     ("makespan_fine_s", "makespan: {n} x {w} ms, {k} fine workers", "s"),
     ("makespan_coarse_s", "makespan: {n} x {w} ms, {k} coarse workers", "s"),
     ("makespan_ideal_s", "makespan: ideal ceil({n}/{k}) x {w} ms", "s"),
+    (
+        "makespan_fine_start_up_s",
+        "makespan, fine: first worker start to first item",
+        "s",
+    ),
+    ("makespan_fine_tail_s", "makespan, fine: last item to last worker exit", "s"),
     ("makespan_ratio", "**makespan_ratio** (fine / ideal)", ""),
     ("makespan_coarse_ratio", "makespan_coarse_ratio (coarse / ideal)", ""),
     ("program_eval_s", "**program_eval_s** (slowest stack, under mocks)", "s"),
@@ -84,6 +90,7 @@ def results(args, machine, raw, program_figures, tools_problem, seconds) -> dict
         "raw": raw,
         "settings": {
             "runs": args.runs,
+            "drain_pairs_per_run": args.drain_pairs,
             "seed_items": args.seed_items,
             "drain_items": args.drain_items,
             "command_items": args.command_items,
