@@ -331,7 +331,9 @@ class Worker:
             outcome = "dead-lettered"
             self.tally.dead_lettered += 1
         else:
-            channel.basic_nack(tag, requeue=True)
+            # A reject, not a nack: from RabbitMQ 4.3 on, only a reject counts as a
+            # failed delivery toward the queue's delivery limit (3.x counts both).
+            channel.basic_reject(tag, requeue=True)
             outcome = "requeued"
             self.tally.requeued += 1
         return outcome
