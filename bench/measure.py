@@ -49,7 +49,11 @@ PLAIN = (sys.executable, "-m", "bench.plain")
 AMQP_PUBLISH = ("amqp-publish", "--url")
 AMQP_CONSUME = ("amqp-consume", "--url")
 #: An item's log line, as `workqueue.logs` formats it: when it ended, how long it took.
-ITEM_LINE = re.compile(r"(?P<time>\S+ \S+) INFO \S+ event=item .* ms=(?P<ms>\d+) ")
+#: Searched, not matched: the demo handler's output shares the file and may precede it.
+ITEM_LINE = re.compile(
+    r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+ event=item "
+    r".* ms=(?P<ms>\d+) "
+)
 LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
 #: Longest any one timed process may run before the bench gives up, in seconds.
 PROCESS_TIMEOUT_SECONDS = 300
@@ -78,6 +82,8 @@ def command_environment(url: str, queue_name: str, **settings: object) -> dict:
         key: value for key, value in os.environ.items() if key not in COMMAND_SETTINGS
     }
     environment.update(PYTHONPATH=str(WORKER_DIR), AMQP_URL=url, QUEUE_NAME=queue_name)
+    # As the image (worker/Dockerfile) sets it: output is written as it comes.
+    environment["PYTHONUNBUFFERED"] = "1"
     environment.update({key: str(value) for key, value in settings.items()})
     return environment
 
@@ -296,7 +302,7 @@ def _item_span(log_path: Path) -> tuple[float, float]:
     """When the first item began and the last one ended, from the workers' log."""
     starts, ends = [], []
     for line in log_path.read_text(errors="replace").splitlines():
-        found = ITEM_LINE.match(line)
+        found = ITEM_LINE.search(line)
         if found:
             logged = datetime.strptime(found["time"], LOG_TIME_FORMAT).timestamp()
             starts.append(logged - int(found["ms"]) / 1000)
