@@ -190,7 +190,7 @@ def run(settings: DemoSettings, url: str) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = ROOT / ".demo" / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
-    queue = f"{settings.queue}.demo.{stamp}"
+    queue = f"{settings.queue}.demo.{stamp}.{os.getpid()}"
     items_file = run_dir / "items.txt"
     items_file.write_bytes(b"".join(item + b"\n" for item in settings.items))
     environment = {
