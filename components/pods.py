@@ -82,7 +82,7 @@ def tmp_mount() -> k8s.core.v1.VolumeMountArgs:
 def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
     """Annotations that tell checkov a check does not apply, each with its reason.
 
-    docs/deploying.md lists every skip; a test keeps the two in step.
+    the README lists every skip; a test keeps the two in step.
     """
     return {
         f"checkov.io/skip{number}": f"{check}={reason}"

@@ -1,5 +1,5 @@
 """Every Kubernetes object every committed stack registers is valid against the
-OpenAPI schema of the oldest Kubernetes version docs/deploying.md supports, in
+OpenAPI schema of the oldest Kubernetes version the README supports, in
 kubernetes-validate's strict mode (unknown fields are errors)."""
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ VARIANTS = {
 
 
 def oldest_supported_kubernetes() -> str:
-    """The version in docs/deploying.md's line 'Supported Kubernetes versions: X'."""
-    text = (ROOT / "docs/deploying.md").read_text()
+    """The version in the README line 'Supported Kubernetes versions: X'."""
+    text = (ROOT / "README.md").read_text()
     match = re.search(r"Supported Kubernetes versions: (\d+\.\d+) and later", text)
-    assert match, "docs/deploying.md does not say which Kubernetes it supports"
+    assert match, "README.md does not say which Kubernetes it supports"
     return f"{match.group(1)}.0"
 
 

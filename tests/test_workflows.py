@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows: schema-valid, and shaped as docs/operating.md says.
+"""The GitHub Actions workflows: schema-valid, and shaped as the README says.
 
 Pull requests are tested, then previewed on every committed stack; main deploys dev,
 then prod behind approval; destroy runs only on a typed confirmation.
@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 STACKS_SCRIPT = ROOT / ".github" / "scripts" / "stacks.py"
-OPERATING_DOC = ROOT / "docs" / "operating.md"
+OPERATING_DOC = ROOT / "README.md"
 WORKFLOW_FILES = sorted(WORKFLOWS_DIR.glob("*.yml"))
 
 #: The reusable workflows every other workflow goes through.
@@ -595,9 +595,7 @@ def test_every_secret_the_workflows_use_is_documented():
         re.findall(r"^\| `([A-Z0-9_]+)` \|", OPERATING_DOC.read_text(), re.M)
     )
 
-    assert secrets_referenced() - documented == set(), (
-        "used but not in docs/operating.md"
-    )
+    assert secrets_referenced() - documented == set(), "used but not in the README"
     assert documented - secrets_referenced() == set(), "documented but never used"
 
 
