@@ -24,7 +24,9 @@ POD_TIMEOUT_SECONDS = 120
 #: Where the sandbox mounts the pod's ConfigMap volumes (read-only).
 SANDBOX_VOLUMES = "/mnt"
 #: Inside a private mount namespace: the volumes on a read-only tmpfs, the root
-#: filesystem read-only, a fresh /tmp, then the pod's command as the pod's user.
+#: filesystem read-only, a fresh /tmp, then the pod's command as the pod's user. A
+#: checkout under /tmp (the second argument, else empty) is mounted back, read-only,
+#: at its own path on the fresh /tmp, since the pods run the code from there.
 SANDBOX_SCRIPT = f"""
 set -eu
 count=$1; shift
@@ -32,9 +34,19 @@ mount -t tmpfs -o size=16m,mode=0755 volumes {SANDBOX_VOLUMES}
 while [ "$count" -gt 0 ]; do
   cp -R "$1" {SANDBOX_VOLUMES}/; shift; count=$((count - 1))
 done
+checkout=$1; shift
+if [ -n "$checkout" ]; then
+  mkdir {SANDBOX_VOLUMES}/.checkout
+  mount --bind "$checkout" {SANDBOX_VOLUMES}/.checkout
+fi
 mount -o remount,ro {SANDBOX_VOLUMES}
 mount -o remount,bind,ro /
 mount -t tmpfs -o size=64m,mode=1777 tmp /tmp
+if [ -n "$checkout" ]; then
+  mkdir -p "$checkout"
+  mount -n --move {SANDBOX_VOLUMES}/.checkout "$checkout"
+  mount -n -o remount,bind,ro "$checkout"
+fi
 exec setpriv --reuid={NON_ROOT_ID} --regid={NON_ROOT_ID} --clear-groups "$@"
 """
 
@@ -127,6 +139,7 @@ class RenderedPod:
             "sandbox",
             str(len(sources)),
             *sources,
+            str(ROOT) if ROOT.is_relative_to("/tmp") else "",
             *local,
         ]
 
