@@ -191,3 +191,15 @@ def test_a_queue_declared_with_another_delivery_limit_is_a_config_error(work_que
     assert result.returncode == exitcodes.BAD_CONFIG
     assert b"PRECONDITION_FAILED" in result.stderr
     assert work_queue.depths() == (1, 0)
+
+
+def test_refused_credentials_fail_at_once_without_the_password(work_queue):
+    url = "amqp://guest:not-the-password@127.0.0.1:5672/%2F"
+
+    result = work_queue.work(AMQP_URL=url, CONNECT_DEADLINE_SECONDS="60")
+
+    output = result.stderr.decode()
+    assert result.returncode == exitcodes.BAD_CONFIG, output
+    assert "broker 127.0.0.1:5672/%2F refused the user or virtual host" in output
+    assert "not-the-password" not in output
+    assert "Traceback" not in output, "one line per event, no pika tracebacks"

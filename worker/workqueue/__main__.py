@@ -8,7 +8,7 @@ import signal
 import sys
 
 from workqueue import exitcodes, logs
-from workqueue.broker import BrokerUnreachable
+from workqueue.broker import BrokerRefused, BrokerUnreachable
 from workqueue.handlers import build_handler
 from workqueue.seeder import SeedError, SeedInputError, batch_id, load_items, seed
 from workqueue.settings import SettingsError, log_level, seed_settings, work_settings
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seed":
             return _seed(args)
         return _work()
-    except (SettingsError, SeedInputError) as error:
+    except (SettingsError, SeedInputError, BrokerRefused) as error:
         log.error("event=bad-input command=%s error=%r", args.command, str(error))
         return exitcodes.BAD_CONFIG
     except BrokerUnreachable as error:

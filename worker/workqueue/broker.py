@@ -24,6 +24,10 @@ class BrokerUnreachable(ConnectionError):
     """The broker did not accept a connection before the deadline."""
 
 
+class BrokerRefused(PermissionError):
+    """The broker refused the credentials or the virtual host: retrying cannot help."""
+
+
 def connection_parameters(broker: BrokerSettings) -> pika.URLParameters:
     """pika's parameters for the broker, with our heartbeat and timeouts."""
     parameters = pika.URLParameters(broker.url)
@@ -47,6 +51,8 @@ def connect(broker: BrokerSettings) -> pika.BlockingConnection:
     Raises:
         BrokerUnreachable: every attempt failed; the message names the broker's
             host, port and virtual host, never its user or password.
+        BrokerRefused: the broker answered but refused the credentials or the
+            virtual host.
     """
     parameters = connection_parameters(broker)
     deadline = time.monotonic() + broker.connect_deadline_seconds
@@ -56,6 +62,15 @@ def connect(broker: BrokerSettings) -> pika.BlockingConnection:
         attempt += 1
         try:
             connection = pika.BlockingConnection(parameters)
+        except (
+            pika.exceptions.AuthenticationError,
+            pika.exceptions.ProbableAuthenticationError,
+            pika.exceptions.ProbableAccessDeniedError,
+        ) as error:
+            raise BrokerRefused(
+                f"broker {broker.address} refused the user or virtual host in "
+                f"AMQP_URL: {type(error).__name__}"
+            ) from None
         except pika.exceptions.AMQPConnectionError as error:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -385,7 +385,8 @@ class Worker:
                     "than the item?)"
                 )
             if self._stop_requested:
-                self._cancel()
+                # No grace period: the process exits next, and the item goes back.
+                self._cancel_handler()
                 return Stopped("SIGTERM during the item")
             if time.monotonic() > deadline:
                 self._cancel()
