@@ -36,7 +36,7 @@ demo: venv
 	$(PYTHON) -m workqueue.demo $(DEMO_ARGS)
 
 ## Time the seeder and the worker against plain pika and the tutorial's amqp-tools on
-## the local RabbitMQ (about 6 minutes); prints a table, writes bench/results.json.
+## the local RabbitMQ (about 5 minutes); prints a table, writes bench/results.json.
 ## Options: BENCH_ARGS="--runs 3" (see `python -m bench.run --help`).
 bench: venv
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
