@@ -1,10 +1,11 @@
 """`make demo`: the dev stack's job on the local broker, with an honest summary."""
 
 import os
+import re
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import BROKER_URL, ROOT, delete_queues
 from workqueue import demo, exitcodes, localbroker
 from workqueue.demo import TUTORIAL_ITEMS, stack_config
 
@@ -42,9 +43,14 @@ def test_the_demo_fails_when_an_item_is_dead_lettered():
         RECORD_FILE=os.devnull,
     )  # fmt: skip
 
+    kept = re.search(r"kept in queue (\S+)\.dead ", result.stdout)
+    if kept:
+        delete_queues(BROKER_URL, kept.group(1))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 dead-lettered" in result.stdout
-    assert "Dead-lettered items are kept in queue" in result.stdout
+    assert "dead-lettered b'cherry': RuntimeError: refusing b'cherry'" in result.stdout
+    assert kept, "the summary must say where the dead-lettered items are"
+    assert "Result: FAILED" in result.stdout
 
 
 def test_without_a_broker_the_demo_starts_a_private_node(monkeypatch, capsys):
@@ -68,3 +74,14 @@ def test_without_rabbitmq_installed_the_demo_says_what_to_install(monkeypatch, c
 
     assert exit_code == exitcodes.BAD_CONFIG
     assert "sudo apt-get install -y rabbitmq-server" in capsys.readouterr().err
+
+
+def test_without_root_the_demo_says_how_to_get_a_broker(monkeypatch, capsys):
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    monkeypatch.setattr(demo, "broker_answers", lambda _host, _port: False)
+    monkeypatch.setattr(localbroker.os, "geteuid", lambda: 1000)
+
+    exit_code = demo.main([])
+
+    assert exit_code == exitcodes.BAD_CONFIG
+    assert "starting a private RabbitMQ node takes root" in capsys.readouterr().err

@@ -8,6 +8,7 @@ and checks that every item was processed exactly once.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import subprocess
@@ -22,7 +23,9 @@ import pika
 from workqueue import exitcodes
 from workqueue.localbroker import BrokerNotInstalled, PrivateNode, broker_answers
 from workqueue.localjob import JobResult, LocalJob, PodResult
-from workqueue.settings import MODES
+from workqueue.seeder import SeedInputError, load_items, read_items
+from workqueue.settings import DEFAULT_MAX_ITEM_BYTES, MODES
+from workqueue.worker import REASON_HEADER
 
 #: The project's root, where the stack files are.
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,19 +91,25 @@ def demo_settings(argv: list[str] | None) -> DemoSettings:
     parser.add_argument(
         "--work-seconds",
         type=_positive(float),
-        default=float(stack.get("workSeconds", 1)),
+        default=float(stack.get("workSeconds", 10)),
         help="how long the demo work sleeps per item",
     )
     args = parser.parse_args(argv)
 
     items_file = args.items_file or stack.get("itemsFile")
-    if items_file:
-        path = Path(items_file) if args.items_file else ROOT / str(items_file)
-        lines = path.read_bytes().splitlines()
-    else:
-        lines = [str(item).encode() for item in stack.get("items", TUTORIAL_ITEMS)]
+    try:
+        if items_file:
+            path = Path(items_file) if args.items_file else ROOT / str(items_file)
+            items = load_items(str(path), DEFAULT_MAX_ITEM_BYTES)
+        else:
+            listed = "\n".join(str(item) for item in stack.get("items", TUTORIAL_ITEMS))
+            items = read_items(
+                io.BytesIO(listed.encode()), DEFAULT_MAX_ITEM_BYTES, "items"
+            )
+    except SeedInputError as error:
+        parser.error(str(error))
     return DemoSettings(
-        items=[line for line in lines if line.strip()],
+        items=items,
         mode=args.mode,
         parallelism=args.parallelism,
         work_seconds=args.work_seconds,
@@ -172,6 +181,23 @@ def queue_depths(url: str, queue: str) -> tuple[int, int]:
         connection.close()
 
 
+def dead_letter_reasons(url: str, queue: str) -> list[tuple[bytes, str]]:
+    """Each dead-lettered item with the reason the worker recorded; the items stay."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        seen = []
+        while True:
+            method, properties, body = channel.basic_get(f"{queue}.dead")
+            if method is None:
+                return seen
+            reason = (properties.headers or {}).get(REASON_HEADER, "(no reason)")
+            seen.append((body, str(reason)))
+    finally:
+        # Closing the channel returns every item it took to the dead-letter queue.
+        connection.close()
+
+
 def delete_queues(url: str, queue: str, keep_dead_letters: bool) -> None:
     """Remove the demo's queues; keep the dead-letter queue when it holds items."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -187,10 +213,10 @@ def delete_queues(url: str, queue: str, keep_dead_letters: bool) -> None:
 
 def run(settings: DemoSettings, url: str) -> int:
     """Seed, run the work Job's pods, print the summary; returns the exit code."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir = ROOT / ".demo" / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
-    queue = f"{settings.queue}.demo.{stamp}.{os.getpid()}"
+    queue = f"{settings.queue}.demo.{stamp}"
     items_file = run_dir / "items.txt"
     items_file.write_bytes(b"".join(item + b"\n" for item in settings.items))
     environment = {
@@ -252,13 +278,20 @@ def run(settings: DemoSettings, url: str) -> int:
         f"\nSummary: {processed} of {len(settings.items)} items processed, "
         f"{retried} retried, {dead} dead-lettered, {left} left in the queue, "
         f"{lost} lost, {duplicates} processed twice; {wall:.1f}s wall time; "
-        f"job {'complete' if result.complete else 'failed: ' + result.reason}.\n"
+        f"the Job {'completed' if result.complete else 'failed: ' + result.reason}.\n"
         f"Items per worker: {per_worker}"
     )
+    for body, reason in dead_letter_reasons(url, queue) if dead else []:
+        print(f"  dead-lettered {body!r}: {reason}")
     delete_queues(url, queue, keep_dead_letters=dead > 0)
     if dead:
         print(f"Dead-lettered items are kept in queue {queue}.dead for inspection.")
     healthy = result.complete and processed == len(settings.items) and not duplicates
+    print(
+        "Result: every item processed exactly once."
+        if healthy
+        else "Result: FAILED: not every item was processed exactly once."
+    )
     return exitcodes.OK if healthy else exitcodes.ITEM_FAILED
 
 

@@ -63,6 +63,14 @@ class PrivateNode:
                 "rabbitmq-server is not installed: run "
                 f"`sudo apt-get install -y {DEBIAN_PACKAGE}`, or set AMQP_URL"
             )
+        if os.geteuid() != 0:
+            # Debian's wrapper runs the server only for root (which it drops to the
+            # rabbitmq user) or for the rabbitmq user itself.
+            raise BrokerNotInstalled(
+                "starting a private RabbitMQ node takes root with Debian's "
+                "rabbitmq-server: run as root, start the system broker "
+                "(`sudo systemctl start rabbitmq-server`), or set AMQP_URL"
+            )
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="workqueue-rabbit-"))
         self.port = free_port()

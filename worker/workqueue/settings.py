@@ -19,6 +19,8 @@ MODES = ("coarse", "fine")
 QUEUE_NAME_PATTERN = re.compile(r"^(?!amq\.)[A-Za-z0-9_.:-]{1,200}$")
 HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: The largest item the seeder accepts unless `MAX_ITEM_BYTES` says otherwise.
+DEFAULT_MAX_ITEM_BYTES = 65536
 
 
 class SettingsError(ValueError):
@@ -138,7 +140,9 @@ def seed_settings(env: Mapping[str, str] = os.environ) -> SeedSettings:
     return SeedSettings(
         broker=_broker(env),
         queue=_queue(env),
-        max_item_bytes=_number(env, "MAX_ITEM_BYTES", 65536, minimum=1),
+        max_item_bytes=_number(
+            env, "MAX_ITEM_BYTES", DEFAULT_MAX_ITEM_BYTES, minimum=1
+        ),
     )
 
 
