@@ -3,6 +3,7 @@
 import pulumi
 
 from components.image_interface import client_environment
+from components.pods import ClientPodArgs
 from components.rabbitmq import RabbitMQ, RabbitMQArgs
 from components.seed_job import SeedJob, SeedJobArgs
 from components.settings import load_settings
@@ -15,33 +16,19 @@ broker = RabbitMQ("rabbitmq", RabbitMQArgs.from_settings(settings))
 image = WorkerImage(
     "worker", WorkerImageArgs.from_settings(settings, namespace=broker.namespace)
 )
-environment = client_environment(
-    settings, broker.url_secret_name, broker.url_secret_key
+client = ClientPodArgs(
+    namespace=broker.namespace,
+    image_ref=image.image_ref,
+    pull_secret_names=image.pull_secret_names,
+    environment=client_environment(
+        settings, broker.url_secret_name, broker.url_secret_key
+    ),
+    labels=broker.client_labels,
 )
 seed = SeedJob(
-    "seed",
-    SeedJobArgs.from_settings(
-        settings,
-        namespace=broker.namespace,
-        image_ref=image.image_ref,
-        pull_secret_names=image.pull_secret_names,
-        environment=environment,
-        client_labels=broker.client_labels,
-        after=[broker, image],
-    ),
+    "seed", SeedJobArgs.from_settings(settings, client, after=[broker, image])
 )
-work = WorkJob(
-    "work",
-    WorkJobArgs.from_settings(
-        settings,
-        namespace=broker.namespace,
-        image_ref=image.image_ref,
-        pull_secret_names=image.pull_secret_names,
-        environment=environment,
-        client_labels=broker.client_labels,
-        after=[seed.job],
-    ),
-)
+work = WorkJob("work", WorkJobArgs.from_settings(settings, client, after=[seed.job]))
 
 pulumi.export("namespace", broker.namespace)
 pulumi.export("brokerAddress", broker.address)

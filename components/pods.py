@@ -3,6 +3,8 @@ a writable /tmp and checkov skip annotations. One place for each of these facts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -22,6 +24,21 @@ JOB_SKIPS = {
     "CKV_K8S_35": "the image's interface takes AMQP_URL from the environment, "
     "filled from a Secret",
 }
+
+
+@dataclass(frozen=True)
+class ClientPodArgs:
+    """What the seed and work pods share: where they run, the image they run and how
+    they reach the broker."""
+
+    namespace: pulumi.Input[str]
+    image_ref: pulumi.Input[str]
+    """The worker image, pinned by digest."""
+    pull_secret_names: pulumi.Input[list[str]]
+    environment: list[k8s.core.v1.EnvVarArgs]
+    """The client environment (AMQP_URL from the broker's Secret)."""
+    labels: dict[str, str]
+    """Labels the broker's NetworkPolicy admits."""
 
 
 def labels(name: str, component: str) -> dict[str, str]:

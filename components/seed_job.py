@@ -40,18 +40,11 @@ def seed_batch(items: tuple[str, ...], image_ref: str) -> str:
 
 @dataclass(frozen=True)
 class SeedJobArgs:
-    """What the seed Job needs: the items, the image and the broker's Secret."""
+    """What the seed Job needs: the items, and the pod it shares with the work Job."""
 
-    namespace: pulumi.Input[str]
+    client: pods.ClientPodArgs
     items: tuple[str, ...]
     """The work items, one per line of the seed file."""
-    image_ref: pulumi.Input[str]
-    """The worker image, pinned by digest."""
-    pull_secret_names: pulumi.Input[list[str]]
-    environment: list[k8s.core.v1.EnvVarArgs]
-    """The client environment shared with the work Job (AMQP_URL from a Secret)."""
-    client_labels: dict[str, str]
-    """Labels the broker's NetworkPolicy admits."""
     after: list[pulumi.Resource]
     """What must be ready before seeding: the broker and the image."""
 
@@ -59,22 +52,10 @@ class SeedJobArgs:
     def from_settings(
         cls,
         settings: Settings,
-        namespace: pulumi.Input[str],
-        image_ref: pulumi.Input[str],
-        pull_secret_names: pulumi.Input[list[str]],
-        environment: list[k8s.core.v1.EnvVarArgs],
-        client_labels: dict[str, str],
+        client: pods.ClientPodArgs,
         after: list[pulumi.Resource],
     ) -> SeedJobArgs:
-        return cls(
-            namespace=namespace,
-            items=settings.items,
-            image_ref=image_ref,
-            pull_secret_names=pull_secret_names,
-            environment=environment,
-            client_labels=client_labels,
-            after=after,
-        )
+        return cls(client=client, items=settings.items, after=after)
 
 
 class SeedJob(pulumi.ComponentResource):
@@ -91,14 +72,14 @@ class SeedJob(pulumi.ComponentResource):
         items = k8s.core.v1.ConfigMap(
             f"{name}-items",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                namespace=args.namespace, labels=SEED_LABELS
+                namespace=args.client.namespace, labels=SEED_LABELS
             ),
             data={ITEMS_FILE: seed_file_text(args.items)},
             immutable=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
         account = pods.service_account(
-            f"{name}-seed", args.namespace, SEED_LABELS, parent=self
+            f"{name}-seed", args.client.namespace, SEED_LABELS, parent=self
         )
         items_volume = k8s.core.v1.VolumeArgs(
             name="items",
@@ -109,7 +90,7 @@ class SeedJob(pulumi.ComponentResource):
         self.job = k8s.batch.v1.Job(
             f"{name}-seed",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                namespace=args.namespace,
+                namespace=args.client.namespace,
                 labels=SEED_LABELS,
                 annotations=pods.job_annotations(wait=True),
             ),
@@ -120,12 +101,12 @@ class SeedJob(pulumi.ComponentResource):
                 parallelism=1,
                 pod_failure_policy=image_interface.pod_failure_policy(),
                 template=pods.job_pod_template(
-                    {**SEED_LABELS, **args.client_labels},
+                    {**SEED_LABELS, **args.client.labels},
                     {ITEMS_DIGEST_ANNOTATION: items_digest(args.items)},
                     account,
                     _container(args),
                     [items_volume],
-                    args.pull_secret_names,
+                    args.client.pull_secret_names,
                 ),
             ),
             opts=pulumi.ResourceOptions(
@@ -144,10 +125,10 @@ class SeedJob(pulumi.ComponentResource):
 def _container(args: SeedJobArgs) -> k8s.core.v1.ContainerArgs:
     return k8s.core.v1.ContainerArgs(
         name="seed",
-        image=args.image_ref,
+        image=args.client.image_ref,
         image_pull_policy="Always",
         command=image_interface.COMMAND,
-        args=pulumi.Output.from_input(args.image_ref).apply(
+        args=pulumi.Output.from_input(args.client.image_ref).apply(
             lambda image_ref: [
                 "seed",
                 "--file",
@@ -156,7 +137,7 @@ def _container(args: SeedJobArgs) -> k8s.core.v1.ContainerArgs:
                 seed_batch(args.items, image_ref),
             ]
         ),
-        env=args.environment,
+        env=args.client.environment,
         resources=pods.resources("100m", "500m", "128Mi"),
         security_context=pods.container_security(),
         volume_mounts=[

@@ -19,7 +19,6 @@ WORK_LABELS = pods.labels("workqueue-work", "work")
 class WorkJobArgs:
     """What the work Job needs: the mode, its sizes and limits, and the seed Job."""
 
-    namespace: pulumi.Input[str]
     mode: str
     """coarse: one item per pod; fine: every pod drains the queue."""
     item_count: int
@@ -38,11 +37,9 @@ class WorkJobArgs:
     memory: str
     egress: tuple[Egress, ...]
     """Networks the work pods may reach besides the broker and DNS."""
-    image_ref: pulumi.Input[str]
-    pull_secret_names: pulumi.Input[list[str]]
-    environment: list[k8s.core.v1.EnvVarArgs]
-    """The client environment plus the work variables."""
-    client_labels: dict[str, str]
+    client: pods.ClientPodArgs
+    work_environment: list[k8s.core.v1.EnvVarArgs]
+    """The work variables, beside the client environment."""
     after: list[pulumi.Resource]
     """What must complete first: the seed Job."""
 
@@ -50,15 +47,10 @@ class WorkJobArgs:
     def from_settings(
         cls,
         settings: Settings,
-        namespace: pulumi.Input[str],
-        image_ref: pulumi.Input[str],
-        pull_secret_names: pulumi.Input[list[str]],
-        environment: list[k8s.core.v1.EnvVarArgs],
-        client_labels: dict[str, str],
+        client: pods.ClientPodArgs,
         after: list[pulumi.Resource],
     ) -> WorkJobArgs:
         return cls(
-            namespace=namespace,
             mode=settings.mode,
             item_count=len(settings.items),
             items_digest=items_digest(settings.items),
@@ -71,10 +63,8 @@ class WorkJobArgs:
             cpu_limit=settings.work_cpu_limit,
             memory=settings.work_memory,
             egress=settings.work_egress,
-            image_ref=image_ref,
-            pull_secret_names=pull_secret_names,
-            environment=[*environment, *image_interface.work_environment(settings)],
-            client_labels=client_labels,
+            client=client,
+            work_environment=image_interface.work_environment(settings),
             after=after,
         )
 
@@ -96,14 +86,14 @@ class WorkJob(pulumi.ComponentResource):
     ):
         super().__init__("workqueue:index:WorkJob", name, None, opts)
         account = pods.service_account(
-            f"{name}-work", args.namespace, WORK_LABELS, parent=self
+            f"{name}-work", args.client.namespace, WORK_LABELS, parent=self
         )
         if args.egress:
             self._egress_policy(name, args)
         self.job = k8s.batch.v1.Job(
             f"{name}-work",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                namespace=args.namespace,
+                namespace=args.client.namespace,
                 labels=WORK_LABELS,
                 annotations=pods.job_annotations(args.wait),
             ),
@@ -114,14 +104,14 @@ class WorkJob(pulumi.ComponentResource):
                 active_deadline_seconds=args.deadline_seconds,
                 pod_failure_policy=image_interface.pod_failure_policy(),
                 template=pods.job_pod_template(
-                    {**WORK_LABELS, **args.client_labels},
+                    {**WORK_LABELS, **args.client.labels},
                     {
                         ITEMS_DIGEST_ANNOTATION: args.items_digest,
                     },
                     account,
                     _container(args),
                     [],
-                    args.pull_secret_names,
+                    args.client.pull_secret_names,
                 ),
             ),
             opts=pulumi.ResourceOptions(
@@ -153,7 +143,7 @@ class WorkJob(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-egress",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                namespace=args.namespace, labels=WORK_LABELS
+                namespace=args.client.namespace, labels=WORK_LABELS
             ),
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=WORK_LABELS),
@@ -167,11 +157,11 @@ class WorkJob(pulumi.ComponentResource):
 def _container(args: WorkJobArgs) -> k8s.core.v1.ContainerArgs:
     return k8s.core.v1.ContainerArgs(
         name="work",
-        image=args.image_ref,
+        image=args.client.image_ref,
         image_pull_policy="Always",
         command=image_interface.COMMAND,
         args=["work"],
-        env=args.environment,
+        env=[*args.client.environment, *args.work_environment],
         resources=pods.resources(args.cpu_request, args.cpu_limit, args.memory),
         security_context=pods.container_security(),
         volume_mounts=[pods.tmp_mount()],
