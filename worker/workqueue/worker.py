@@ -4,9 +4,11 @@ An item is acknowledged only after its work succeeded. A failed item goes back t
 the queue for another attempt; on its last allowed attempt, or when it can never
 succeed, the worker moves it to the dead-letter queue with the reason in its headers.
 The work runs on its own thread while the main thread keeps the connection's
-heartbeats flowing, so a long item is not redelivered behind its back. A fine-mode
-worker that finds the queue empty stays while other workers still hold items, since
-a failed or killed one returns its items to the queue.
+heartbeats flowing, so a long item is not redelivered behind its back. Each item is
+handed to that thread as soon as it is delivered, so that short items run back to
+back while the main thread settles the ones before them. A fine-mode worker that
+finds the queue empty stays while other workers still hold items, since a failed or
+killed one returns its items to the queue.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -62,7 +65,8 @@ class Delivery(NamedTuple):
 
 
 class Stopped(Exception):
-    """SIGTERM arrived while an item was being processed."""
+    """The worker stopped before the item's work ended: SIGTERM arrived, or the
+    handler is stuck on an earlier item. The item goes back to the queue."""
 
 
 class ItemTimedOut(Exception):
@@ -88,57 +92,169 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
 
 
-class _HandlerThread:
-    """Runs the handler on one daemon thread, an item at a time.
+@dataclass(eq=False, slots=True)
+class _Attempt:
+    """One delivery of an item on its way through the handler thread."""
 
-    A daemon, so that a handler which hangs past its time-out cannot keep the
-    process alive once the worker has given up on it. Items and outcomes travel
-    through two `SimpleQueue`s, which hand a short item over in about half the time
-    a `Future` with `concurrent.futures.wait` takes.
+    delivery: Delivery
+    started: float | None = None
+    """When the handler thread began the work (monotonic); None until it does."""
+    error: BaseException | None = None
+    """What the work raised, None on success; the handler thread sets it."""
+    timed_out: ItemTimedOut | None = None
+    """Set once the work ran past `ITEM_TIMEOUT_SECONDS`; it is then the outcome."""
+    grace_ends: float = 0.0
+    """When a timed-out handler's time to return is up (monotonic)."""
+
+    @property
+    def tag(self) -> int:
+        """The delivery tag, unique on the channel."""
+        return self.delivery.method.delivery_tag
+
+    @property
+    def number(self) -> int:
+        """Which attempt at the item this is: the broker's delivery count + 1."""
+        headers = self.delivery.properties.headers or {}
+        return int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
+
+    @property
+    def result(self) -> BaseException | None:
+        """The outcome of finished work: its error, or the time-out that overrode it."""
+        return self.timed_out or self.error
+
+
+#: Items to settle, each with the error its work ended in (None: it succeeded).
+Outcomes = Sequence[tuple[_Attempt, BaseException | None]]
+
+
+class _HandlerThread:
+    """Runs the handler on one daemon thread, on the items handed to it, in order.
+
+    The worker hands over every item as soon as it is delivered, so that short items
+    run back to back while the main thread settles the ones before them: the two
+    threads do not take turns on every item. Items and outcomes travel through two
+    `SimpleQueue`s. A daemon, so that a handler which hangs past its time-out cannot
+    keep the process alive once the worker has given up on it.
+
+    After `close` no further item starts, so the worker can tell the items that ran
+    from those that never will, and give the latter back to the queue.
     """
 
     def __init__(self, handler: Handler):
         self.handler = handler
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._busy = False
+        self._inbox: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
+        # Handed over and not collected, by delivery tag; used by the main thread only.
+        self._handed: dict[int, _Attempt] = {}
+        # Guards `_closed` and `_running`: an item starts before `close` or never,
+        # and `cancel` reaches only the item it names.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._running: _Attempt | None = None
         threading.Thread(target=self._loop, name="handler", daemon=True).start()
 
-    def submit(self, body: bytes) -> None:
-        """Start the handler on `body`.
+    @property
+    def holds_items(self) -> bool:
+        """Whether items were handed over whose outcome was not collected."""
+        return bool(self._handed)
 
-        Raises:
-            RuntimeError: the previous item's outcome was not collected with `result`,
-                so it could be taken for this item's.
-        """
-        if self._busy:
-            raise RuntimeError("the handler thread is still busy with an earlier item")
-        self._busy = True
-        self._inbox.put(body)
+    @property
+    def running(self) -> _Attempt | None:
+        """The item whose work is running now, if any."""
+        return self._running
 
-    def result(self, timeout: float) -> tuple[bool, BaseException | None]:
-        """Wait up to `timeout` seconds for the item submitted last.
+    def submit(self, attempt: _Attempt) -> None:
+        """Queue the item behind those handed over before it."""
+        self._handed[attempt.tag] = attempt
+        self._inbox.put(attempt)
+
+    def finished(self, timeout: float) -> list[_Attempt]:
+        """The items finished since the last call, in order.
+
+        Waits up to `timeout` seconds for the first one, then takes every other one
+        already there: the main thread wakes once per batch, not once per item.
 
         Returns:
-            Whether the handler has finished, and what it raised (None: success).
+            The finished items, each with `error` set; empty if none finished.
         """
+        if not self._handed:
+            return []
         try:
-            error = self._outbox.get(timeout=timeout)
+            batch = [self._outbox.get(timeout=timeout)]
         except queue.Empty:
-            return False, None
-        self._busy = False
-        return True, error
+            return []
+        while True:
+            try:
+                batch.append(self._outbox.get_nowait())
+            except queue.Empty:
+                break
+        # An item already given back (see `unfinished`) is no longer ours to report.
+        return [done for done in batch if self._handed.pop(done.tag, None) is done]
+
+    def unfinished(self) -> list[_Attempt]:
+        """Take back every item handed over and not yet finished, in order.
+
+        Call it after `close` and `finished`: those with `started` set are running
+        (or stuck), the others will never start.
+        """
+        attempts = list(self._handed.values())
+        self._handed.clear()
+        return attempts
+
+    def close(self) -> None:
+        """Start no further item. Once it returns, every finished item is in the
+        outbox, so `finished` collects them all."""
+        with self._lock:
+            self._closed = True
+
+    def close_if_running(self, attempt: _Attempt) -> bool:
+        """`close`, but only while `attempt` runs; returns whether it did."""
+        with self._lock:
+            if self._running is not attempt:
+                return False
+            self._closed = True
+            return True
+
+    def cancel(self, attempt: _Attempt) -> None:
+        """Kill `attempt`'s command if it is still running; a Python handler cannot be
+        stopped."""
+        cancel = getattr(self.handler, "cancel", None)
+        with self._lock:
+            # Under the lock, so that the next item cannot start meanwhile and have
+            # its command killed in this one's place.
+            if cancel is not None and self._running is attempt:
+                cancel()
 
     def _loop(self) -> None:
         while True:
-            body = self._inbox.get()
-            try:
-                self.handler(body)
-            # The handler is the user's code: whatever it raises is that item's failure.
-            except Exception as error:  # noqa: BLE001
-                self._outbox.put(error)
-            else:
-                self._outbox.put(None)
+            attempt = self._inbox.get()
+            if self._start(attempt):
+                attempt.error = self._run(attempt.delivery.body)
+                self._finish(attempt)
+
+    def _start(self, attempt: _Attempt) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            attempt.started = time.monotonic()
+            self._running = attempt
+            return True
+
+    def _run(self, body: bytes) -> BaseException | None:
+        if not body:
+            return PoisonItem("empty item")
+        try:
+            self.handler(body)
+        # The handler is the user's code: whatever it raises is that item's failure.
+        except Exception as error:  # noqa: BLE001
+            return error
+        return None
+
+    def _finish(self, attempt: _Attempt) -> None:
+        with self._lock:
+            self._running = None
+            # Under the lock: `close` then knows the item either finished or runs.
+            self._outbox.put(attempt)
 
 
 class Worker:
@@ -155,7 +271,7 @@ class Worker:
         self.tally = Tally()
 
     def request_stop(self, *_signal_args: object) -> None:
-        """Ask the worker to return its in-flight item and exit; signal-handler safe."""
+        """Ask the worker to return the items it holds and exit; signal-handler safe."""
         self._stop_requested = True
 
     def run(self) -> int:
@@ -195,6 +311,16 @@ class Worker:
         self._log_summary(code)
         return code
 
+    @property
+    def _holds_items(self) -> bool:
+        """Whether any item delivered to this worker is not settled yet."""
+        return bool(self._deliveries) or self._runner.holds_items
+
+    @property
+    def _stopping(self) -> bool:
+        """Whether this process takes no more items: SIGTERM, or a stuck handler."""
+        return self._stop_requested or self._handler_stuck
+
     def _run_coarse(
         self, connection: pika.BlockingConnection, channel: BlockingChannel
     ) -> int:
@@ -202,8 +328,12 @@ class Worker:
         if method is None:
             log.info("event=queue-empty queue=%s", self._settings.queue.name)
             return exitcodes.OK
-        outcome = self._process(connection, channel, Delivery(method, properties, body))
-        if outcome == "acked":
+        self._deliveries.append(Delivery(method, properties, body))
+        while self._holds_items and not self._stopping:
+            self._work_a_while(connection, channel)
+        if self._stopping and self._holds_items:
+            self._give_back(channel)
+        if self.tally.acked:
             return exitcodes.OK
         return exitcodes.TERMINATED if self._stop_requested else exitcodes.ITEM_FAILED
 
@@ -215,9 +345,9 @@ class Worker:
         if ready:
             self._consume(channel)
         quiet_checks = 0
-        while not (self._stop_requested or self._handler_stuck):
-            if self._deliveries:
-                self._process(connection, channel, self._deliveries.popleft())
+        while not self._stopping:
+            if self._holds_items:
+                self._work_a_while(connection, channel)
                 quiet_checks = 0
                 continue
             connection.process_data_events(time_limit=_idle_wait(quiet_checks))
@@ -245,6 +375,8 @@ class Worker:
             # killed pod); exiting now could end the Job without them, since the Job
             # controller starts no pod once one has succeeded.
 
+        if self._stopping and self._holds_items:
+            self._give_back(channel)
         if self._stop_requested:
             return exitcodes.TERMINATED
         if self._handler_stuck or self.tally.dead_lettered:
@@ -264,56 +396,156 @@ class Worker:
             channel.basic_cancel(self._consumer_tag)
             self._consumer_tag = None
 
-    def _process(
-        self,
-        connection: pika.BlockingConnection,
-        channel: BlockingChannel,
-        delivery: Delivery,
-    ) -> str:
-        """Run the work on one item, settle it with the broker, return the outcome.
+    def _work_a_while(
+        self, connection: pika.BlockingConnection, channel: BlockingChannel
+    ) -> None:
+        """Hand every delivered item to the handler thread, settle each one it
+        finished, pump the connection once and watch the running item's time.
+
+        Waits at most `_poll_seconds` for an item to finish, so that heartbeats keep
+        flowing and SIGTERM is noticed during a long item.
 
         Raises:
-            ItemTakenBack: the broker took the item back while it ran.
-            pika.exceptions.AMQPError: the item could not be settled; the broker will
-                deliver it again, so work that succeeded will run twice (logged as
-                `outcome=done-not-acked`).
+            ItemTakenBack: the broker took the items back (see `_pump`).
+            pika.exceptions.AMQPError: an item could not be settled.
         """
-        headers = delivery.properties.headers or {}
-        attempt = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
-        started = time.monotonic()
+        while self._deliveries:
+            self._runner.submit(self._attempt(self._deliveries.popleft()))
+        finished = self._runner.finished(self._poll_seconds)
+        self._settle_all(channel, [(attempt, attempt.result) for attempt in finished])
+        self._pump(connection, channel)
+        self._watch_running_item()
+
+    def _attempt(self, delivery: Delivery) -> _Attempt:
+        """A delivery taken on by this worker, counted if it is a redelivery."""
         if delivery.method.redelivered:
             self.tally.redelivered += 1
+        return _Attempt(delivery)
 
-        error = self._run_handler(connection, channel, delivery.body)
-        if isinstance(error, ItemTakenBack):
-            self._log_item(delivery, "abandoned", attempt, started, error)
-            raise error
-        if self._stop_requested or self._handler_stuck:
-            # This process takes no more items: were it still consuming, the broker
-            # could hand the requeued item straight back to it.
-            self._stop_consuming(channel)
+    def _pump(
+        self, connection: pika.BlockingConnection, channel: BlockingChannel
+    ) -> None:
+        """Send and receive what is due: heartbeats, acknowledgements, deliveries.
 
+        Raises:
+            ItemTakenBack: the connection or the channel closed, so the broker has
+                taken back every item this worker held; their work is abandoned.
+        """
         try:
-            outcome = self._settle(channel, delivery, error, attempt)
-        except (
-            pika.exceptions.AMQPConnectionError,
-            pika.exceptions.AMQPChannelError,
-        ) as settle_error:
-            outcome = "done-not-acked" if error is None else "unsettled"
-            self._log_item(delivery, outcome, attempt, started, error or settle_error)
-            raise
-        self._log_item(delivery, outcome, attempt, started, error)
-        return outcome
+            connection.process_data_events(time_limit=0)
+        except pika.exceptions.AMQPConnectionError as error:
+            lost = ItemTakenBack(f"connection lost: {describe(error)}")
+        else:
+            if not channel.is_closed:
+                return
+            lost = ItemTakenBack(
+                "the broker closed the channel (a consumer_timeout shorter than the "
+                "item?)"
+            )
+        self._abandon(lost)
+        raise lost
+
+    def _watch_running_item(self) -> None:
+        """Time the running item out `ITEM_TIMEOUT_SECONDS` after its work started.
+
+        A command is killed at once. A Python handler cannot be interrupted: if it
+        has not returned `CANCEL_GRACE_SECONDS` later, it is stuck, and this process
+        stops taking items.
+        """
+        attempt = self._runner.running
+        if attempt is None:
+            return
+        now = time.monotonic()
+        if attempt.timed_out is None:
+            if now - attempt.started > self._settings.item_timeout_seconds:
+                attempt.timed_out = ItemTimedOut(
+                    "ran past ITEM_TIMEOUT_SECONDS="
+                    f"{self._settings.item_timeout_seconds:g}"
+                )
+                attempt.grace_ends = now + CANCEL_GRACE_SECONDS
+                self._runner.cancel(attempt)
+        elif now > attempt.grace_ends and self._runner.close_if_running(attempt):
+            self._handler_stuck = True
+
+    def _give_back(self, channel: BlockingChannel) -> None:
+        """On SIGTERM, or once the handler is stuck: settle the items that finished
+        as usual, and return every other item this worker holds to the queue.
+
+        Raises:
+            pika.exceptions.AMQPError: an item could not be settled.
+        """
+        # This process takes no more items: were it still consuming, the broker
+        # could hand the requeued items straight back to it.
+        self._stop_consuming(channel)
+        self._runner.close()
+        outcomes = [(done, done.result) for done in self._runner.finished(0)]
+        for attempt in self._runner.unfinished():
+            if attempt.started is not None:
+                # No grace period: the process exits next, and the item goes back.
+                self._runner.cancel(attempt)
+            outcomes.append((attempt, self._unfinished_error(attempt)))
+        while self._deliveries:
+            attempt = self._attempt(self._deliveries.popleft())
+            outcomes.append((attempt, self._unfinished_error(attempt)))
+        self._settle_all(channel, outcomes)
+
+    def _unfinished_error(self, attempt: _Attempt) -> BaseException:
+        """Why an item given back did not finish, which decides how it is settled."""
+        if attempt.timed_out is not None:
+            return attempt.timed_out
+        if attempt.started is not None:
+            return Stopped("SIGTERM during the item")
+        cause = "SIGTERM" if self._stop_requested else "the handler is stuck"
+        return Stopped(f"{cause} before the item started")
+
+    def _abandon(self, error: BaseException, unsettled: Outcomes = ()) -> None:
+        """Give up every item this worker holds, since the broker can no longer be
+        told about them, and log what became of each.
+
+        The work running is stopped (a command is killed). Finished items in
+        `unsettled` or in the outbox are logged as not settled. Items that never
+        started are not logged: the broker returns them, as it does prefetched ones.
+        """
+        self._runner.close()
+        finished = [(done, done.result) for done in self._runner.finished(0)]
+        for attempt, result in [*unsettled, *finished]:
+            if attempt.started is not None:
+                self._log_item(attempt, _unsettled_outcome(result), result or error)
+        for attempt in self._runner.unfinished():
+            if attempt.started is not None:
+                self._runner.cancel(attempt)
+                self._log_item(attempt, "abandoned", error)
+
+    def _settle_all(self, channel: BlockingChannel, outcomes: Outcomes) -> None:
+        """Settle each item with the broker after its work, in order, and log it.
+
+        Raises:
+            pika.exceptions.AMQPError: an item could not be settled; the broker will
+                deliver it again, so work that succeeded will run twice (logged as
+                `outcome=done-not-acked`). The items after it are abandoned.
+        """
+        for index, (attempt, error) in enumerate(outcomes):
+            try:
+                outcome = self._settle(channel, attempt, error)
+            except (
+                pika.exceptions.AMQPConnectionError,
+                pika.exceptions.AMQPChannelError,
+            ) as settle_error:
+                self._log_item(
+                    attempt, _unsettled_outcome(error), error or settle_error
+                )
+                self._abandon(settle_error, outcomes[index + 1 :])
+                raise
+            self._log_item(attempt, outcome, error)
 
     def _settle(
         self,
         channel: BlockingChannel,
-        delivery: Delivery,
+        attempt: _Attempt,
         error: BaseException | None,
-        attempt: int,
     ) -> str:
         """Ack, requeue or dead-letter the item after its work; returns the outcome."""
-        tag = delivery.method.delivery_tag
+        tag = attempt.tag
         if error is None:
             channel.basic_ack(tag)
             outcome = "acked"
@@ -324,9 +556,11 @@ class Worker:
             self.tally.requeued += 1
         elif (
             isinstance(error, PoisonItem)
-            or attempt >= self._settings.queue.delivery_limit
+            or attempt.number >= self._settings.queue.delivery_limit
         ):
-            self._dead_letter(channel, delivery, describe(error), attempt)
+            self._dead_letter(
+                channel, attempt.delivery, describe(error), attempt.number
+            )
             channel.basic_ack(tag)
             outcome = "dead-lettered"
             self.tally.dead_lettered += 1
@@ -339,74 +573,21 @@ class Worker:
         return outcome
 
     def _log_item(
-        self,
-        delivery: Delivery,
-        outcome: str,
-        attempt: int,
-        started: float,
-        error: BaseException | None,
+        self, attempt: _Attempt, outcome: str, error: BaseException | None
     ) -> None:
+        delivery = attempt.delivery
+        started = attempt.started
         log.log(
             logging.INFO if error is None else logging.WARNING,
             "event=item item=%s body=%r outcome=%s attempt=%d ms=%d redelivered=%s%s",
-            delivery.properties.message_id or f"tag-{delivery.method.delivery_tag}",
+            delivery.properties.message_id or f"tag-{attempt.tag}",
             delivery.body[:LOGGED_BODY_BYTES],
             outcome,
-            attempt,
-            (time.monotonic() - started) * 1000,
+            attempt.number,
+            0 if started is None else (time.monotonic() - started) * 1000,
             str(delivery.method.redelivered).lower(),
             "" if error is None else f" error={describe(error)!r}",
         )
-
-    def _run_handler(
-        self,
-        connection: pika.BlockingConnection,
-        channel: BlockingChannel,
-        body: bytes,
-    ) -> BaseException | None:
-        """Run the handler on its thread; returns its error, or None on success."""
-        if not body:
-            return PoisonItem("empty item")
-        deadline = time.monotonic() + self._settings.item_timeout_seconds
-        self._runner.submit(body)
-        while True:
-            finished, error = self._runner.result(self._poll_seconds)
-            if finished:
-                return error
-            try:
-                connection.process_data_events(time_limit=0)
-            except pika.exceptions.AMQPConnectionError as error:
-                self._cancel_handler()
-                return ItemTakenBack(f"connection lost: {describe(error)}")
-            if channel.is_closed:
-                self._cancel_handler()
-                return ItemTakenBack(
-                    "the broker closed the channel (a consumer_timeout shorter "
-                    "than the item?)"
-                )
-            if self._stop_requested:
-                # No grace period: the process exits next, and the item goes back.
-                self._cancel_handler()
-                return Stopped("SIGTERM during the item")
-            if time.monotonic() > deadline:
-                self._cancel()
-                return ItemTimedOut(
-                    "ran past ITEM_TIMEOUT_SECONDS="
-                    f"{self._settings.item_timeout_seconds:g}"
-                )
-
-    def _cancel_handler(self) -> None:
-        """Stop a command handler's command; a Python handler cannot be stopped."""
-        cancel = getattr(self._runner.handler, "cancel", None)
-        if cancel is not None:
-            cancel()
-
-    def _cancel(self) -> None:
-        self._cancel_handler()
-        finished, _error = self._runner.result(CANCEL_GRACE_SECONDS)
-        if not finished:
-            # A Python handler cannot be interrupted: this process stops taking items.
-            self._handler_stuck = True
 
     def _dead_letter(
         self, channel: BlockingChannel, delivery: Delivery, reason: str, attempt: int
@@ -454,6 +635,11 @@ def _idle_wait(quiet_checks: int) -> float:
     """Seconds to wait for a delivery after `quiet_checks` checks found no item."""
     growths = min(quiet_checks, 20)  # a long idle wait must not overflow a float
     return min(IDLE_CHECK_SECONDS, FIRST_IDLE_CHECK_SECONDS * 1.5**growths)
+
+
+def _unsettled_outcome(error: BaseException | None) -> str:
+    """The outcome of an item whose work ended but the broker could not be told."""
+    return "done-not-acked" if error is None else "unsettled"
 
 
 def _queue_counts(channel: BlockingChannel, queue_name: str) -> tuple[int, int]:
