@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 
 from workqueue import exitcodes, logs
-from workqueue.broker import BrokerRefused, BrokerUnreachable
+from workqueue.broker import BrokerRefused, BrokerUnreachable, ConnectStopped
 from workqueue.handlers import build_handler
 from workqueue.seeder import SeedError, SeedInputError, batch_id, load_items, seed
-from workqueue.settings import SettingsError, log_level, seed_settings, work_settings
+from workqueue.settings import (
+    SettingsError,
+    check_command_exists,
+    log_level,
+    seed_settings,
+    work_settings,
+)
 from workqueue.worker import Worker
 
 log = logging.getLogger("workqueue")
+#: Batch ids go into message ids and the ledger; AMQP short strings cap both.
+BATCH_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def _batch_id(text: str) -> str:
+    if not BATCH_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not a batch id: use 1 to 100 letters, digits, "
+            "'.', '_', ':' or '-'"
+        )
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     seed_command.add_argument(
         "--batch",
+        type=_batch_id,
         default=None,
         help="id of this seeding run (default: a hash of the items); "
         "a batch already seeded is not published again",
@@ -46,6 +65,7 @@ def _seed(args: argparse.Namespace) -> int:
 
 def _work() -> int:
     settings = work_settings()
+    check_command_exists(settings)
     worker = Worker(settings, build_handler(settings))
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
@@ -68,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             "event=broker-unreachable command=%s error=%r", args.command, str(error)
         )
         return exitcodes.BROKER_UNREACHABLE
+    except ConnectStopped:
+        log.info("event=stopped command=%s while waiting for the broker", args.command)
+        return exitcodes.TERMINATED
     except SeedError as error:
         log.error("event=seed-failed error=%r", str(error))
         return exitcodes.BROKER_FAILED

@@ -6,9 +6,11 @@ variable and what it accepts, before the broker is contacted.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +23,11 @@ HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: The largest item the seeder accepts unless `MAX_ITEM_BYTES` says otherwise.
 DEFAULT_MAX_ITEM_BYTES = 65536
+#: RabbitMQ's default largest message (`max_message_size`, 128 MiB).
+BROKER_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+#: Longest heartbeat interval accepted; brokers close connections that ask for more
+#: than they allow, with an error that looks like refused credentials.
+MAX_HEARTBEAT_SECONDS = 3600
 
 
 class SettingsError(ValueError):
@@ -90,12 +97,15 @@ def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str:
 
 
 def _number(env, name, default, *, kind=int, minimum, maximum=None):
+    """The variable as a finite number within [minimum, maximum]."""
     raw = _text(env, name, str(default))
     try:
         value = kind(raw)
     except ValueError:
         noun = "a whole number" if kind is int else "a number"
         raise SettingsError(f"{name}={raw!r} is not {noun}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise SettingsError(f"{name}={raw} must be at least {minimum}{upper}")
@@ -117,7 +127,9 @@ def _broker(env: Mapping[str, str]) -> BrokerSettings:
         raise SettingsError("AMQP_URL has a port that is not a number") from None
     return BrokerSettings(
         url=url,
-        heartbeat_seconds=_number(env, "HEARTBEAT_SECONDS", 30, minimum=1),
+        heartbeat_seconds=_number(
+            env, "HEARTBEAT_SECONDS", 30, minimum=1, maximum=MAX_HEARTBEAT_SECONDS
+        ),
         connect_deadline_seconds=_number(
             env, "CONNECT_DEADLINE_SECONDS", 60, kind=float, minimum=0
         ),
@@ -141,7 +153,11 @@ def seed_settings(env: Mapping[str, str] = os.environ) -> SeedSettings:
         broker=_broker(env),
         queue=_queue(env),
         max_item_bytes=_number(
-            env, "MAX_ITEM_BYTES", DEFAULT_MAX_ITEM_BYTES, minimum=1
+            env,
+            "MAX_ITEM_BYTES",
+            DEFAULT_MAX_ITEM_BYTES,
+            minimum=1,
+            maximum=BROKER_MAX_MESSAGE_BYTES,
         ),
     )
 
@@ -189,3 +205,18 @@ def log_level(env: Mapping[str, str] = os.environ) -> str:
             f"LOG_LEVEL={level!r} is not one of: {', '.join(LOG_LEVELS)}"
         )
     return level
+
+
+def check_command_exists(settings: WorkSettings) -> None:
+    """Refuse a `WORK_COMMAND` whose program is not on PATH, before taking an item.
+
+    Separate from `work_settings`, since the Pulumi program checks the settings where
+    the image's programs are not installed.
+
+    Raises:
+        SettingsError: the program cannot be found or run.
+    """
+    if settings.command is not None and shutil.which(settings.command[0]) is None:
+        raise SettingsError(
+            f"WORK_COMMAND: {settings.command[0]!r} is not an executable on PATH"
+        )
