@@ -1,6 +1,7 @@
 """The `seed` command: items reach the queue exactly once, and bad input publishes
 nothing."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import time
 import pika
 
 from workqueue import exitcodes
+from workqueue.queues import declare_queues
+from workqueue.settings import QueueSettings
 
 
 def _take_all(work_queue) -> list[bytes]:
@@ -127,3 +130,92 @@ def _assert_nothing_published(work_queue):
     finally:
         if connection.is_open:
             connection.close()
+
+
+def _ledger_says(work_queue, *runs: dict) -> None:
+    """Arrange the ledger of earlier seeding runs as a dead seeder would leave it."""
+    connection = pika.BlockingConnection(pika.URLParameters(work_queue.url))
+    try:
+        channel = connection.channel()
+        declare_queues(channel, work_queue_settings(work_queue))
+        channel.queue_declare(
+            f"{work_queue.name}.seed-ledger",
+            durable=True,
+            arguments={"x-queue-type": "classic", "x-max-length": 1},
+        )
+        channel.basic_publish(
+            "", f"{work_queue.name}.seed-ledger", json.dumps({"runs": list(runs)})
+        )
+        for number in range(3):
+            channel.basic_publish("", work_queue.name, f"partial-{number}".encode())
+    finally:
+        connection.close()
+
+
+def work_queue_settings(work_queue) -> QueueSettings:
+    return QueueSettings(name=work_queue.name, delivery_limit=5)
+
+
+def test_a_second_seeding_run_waits_for_the_first(work_queue):
+    holder = pika.BlockingConnection(pika.URLParameters(work_queue.url))
+    holder.channel().queue_declare(
+        f"{work_queue.name}.seed-lock", exclusive=True, auto_delete=True
+    )
+
+    try:
+        result = work_queue.seed([b"one", b"two"])
+    finally:
+        holder.close()
+
+    assert result.returncode == exitcodes.BROKER_FAILED
+    assert b"another seeding run of queue" in result.stderr
+    _assert_nothing_published(work_queue)
+
+
+def test_an_interrupted_run_is_not_resumed_while_workers_consume(work_queue):
+    _ledger_says(work_queue, {"batch": "b1", "state": "started", "ready_before": 0})
+    watcher = pika.BlockingConnection(pika.URLParameters(work_queue.url))
+    channel = watcher.channel()
+    channel.basic_qos(prefetch_count=1)
+    channel.basic_consume(work_queue.name, lambda *_delivery: None)
+
+    try:
+        result = work_queue.seed([b"a", b"b", b"c"], "--batch", "b1")
+    finally:
+        watcher.close()
+
+    assert result.returncode == exitcodes.BROKER_FAILED
+    assert b"1 consumers are taking items from the queue" in result.stderr
+    assert work_queue.depths() == (3, 0), "the partial items must stay untouched"
+
+
+def test_an_interrupted_run_is_not_resumed_after_another_batch(work_queue):
+    _ledger_says(
+        work_queue,
+        {"batch": "b1", "state": "started", "ready_before": 0},
+        {"batch": "b2", "state": "complete", "ready_before": 2},
+    )
+
+    result = work_queue.seed([b"a", b"b", b"c"], "--batch", "b1")
+
+    assert result.returncode == exitcodes.BROKER_FAILED
+    assert b"batch b2 was seeded after it" in result.stderr
+    assert work_queue.depths() == (3, 0)
+
+
+def test_a_long_seeding_run_keeps_its_lock_connection_alive(work_queue):
+    items = [f"long-{number}".encode() for number in range(150_000)]
+
+    result = work_queue.seed(items, HEARTBEAT_SECONDS=1)
+
+    assert result.returncode == exitcodes.OK, result.stderr.decode()
+    assert work_queue.depths() == (len(items), 0)
+
+
+def test_a_queue_declared_with_other_arguments_is_a_config_error(work_queue):
+    work_queue.seed([b"first"], DELIVERY_LIMIT=5)
+
+    result = work_queue.seed([b"second"], DELIVERY_LIMIT=9)
+
+    assert result.returncode == exitcodes.BAD_CONFIG
+    assert b"exists with other arguments" in result.stderr

@@ -1,9 +1,10 @@
 """The `seed` command: fill the work queue with items, each exactly once.
 
-A ledger queue beside the work queue records the state of the latest seeding run
-(`started` or `complete`, with its batch id), which makes the command safe to run
-again: a completed batch is not published twice, and a run that died halfway has its
-partial items purged and published again, as long as the queue held nothing else.
+A ledger queue beside the work queue records the recent seeding runs (`started` or
+`complete`, with their batch ids), which makes the command safe to run again: a
+completed batch is not published twice, and a run that died halfway has its partial
+items purged and published again, as long as the queue held nothing else and nothing
+consumes it. An exclusive lock queue keeps two seeding runs of one queue apart.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue.broker import connect, connection_parameters, describe
 from workqueue.queues import declare_queues
-from workqueue.settings import QueueSettings, SeedSettings
+from workqueue.settings import QueueSettings, SeedSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 #: small enough that the broker never holds much of one run in flight.
 CONFIRM_WINDOW = 4096
 PERSISTENT = pika.DeliveryMode.Persistent
+#: Seeding runs the ledger remembers, newest last.
+LEDGER_RUNS = 20
+#: RabbitMQ's reply when an exclusive queue belongs to another connection.
+RESOURCE_LOCKED = 405
+#: RabbitMQ's reply when a queue exists with other arguments.
+PRECONDITION_FAILED = 406
 
 
 class SeedInputError(ValueError):
@@ -44,7 +51,7 @@ class SeedError(RuntimeError):
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """The state of the latest seeding run of one queue."""
+    """The state of one seeding run of a queue."""
 
     batch: str
     state: str
@@ -100,13 +107,35 @@ def batch_id(items: Sequence[bytes]) -> str:
 
 
 def ledger_name(queue: QueueSettings) -> str:
-    """The queue that holds the latest seeding run's ledger entry."""
+    """The queue that holds the ledger of recent seeding runs."""
     return f"{queue.name}.seed-ledger"
 
 
+def _take_lock(channel: BlockingChannel, queue: QueueSettings) -> None:
+    """Hold the queue's seed lock for as long as this connection lives.
+
+    An exclusive queue belongs to one connection and goes with it, even when the
+    process is killed, so a lock is never left behind.
+
+    Raises:
+        SeedError: another seeding run of the queue holds the lock.
+    """
+    try:
+        channel.queue_declare(
+            f"{queue.name}.seed-lock", exclusive=True, auto_delete=True
+        )
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != RESOURCE_LOCKED:
+            raise
+        raise SeedError(
+            f"another seeding run of queue {queue.name} is in progress; "
+            "try again once it has finished"
+        ) from None
+
+
 def _declare_ledger(channel: BlockingChannel, queue: QueueSettings) -> None:
-    # A classic queue keeping only the newest entry: reading it back and returning it
-    # costs nothing, where a quorum queue would count each read as a delivery.
+    # A classic queue keeping only the newest message: reading it back and returning
+    # it costs nothing, where a quorum queue would count each read as a delivery.
     channel.queue_declare(
         ledger_name(queue),
         durable=True,
@@ -114,19 +143,18 @@ def _declare_ledger(channel: BlockingChannel, queue: QueueSettings) -> None:
     )
 
 
-def _read_ledger(channel: BlockingChannel, queue: QueueSettings) -> LedgerEntry | None:
+def _read_ledger(channel: BlockingChannel, queue: QueueSettings) -> list[LedgerEntry]:
     method, _properties, body = channel.basic_get(ledger_name(queue), auto_ack=False)
     if method is None:
-        return None
+        return []
     channel.basic_reject(method.delivery_tag, requeue=True)
-    fields = json.loads(body)
-    return LedgerEntry(fields["batch"], fields["state"], fields["ready_before"])
+    return [LedgerEntry(**fields) for fields in json.loads(body)["runs"]]
 
 
 def _write_ledger(
-    channel: BlockingChannel, queue: QueueSettings, entry: LedgerEntry
+    channel: BlockingChannel, queue: QueueSettings, runs: list[LedgerEntry]
 ) -> None:
-    body = json.dumps(entry.__dict__).encode()
+    body = json.dumps({"runs": [run.__dict__ for run in runs]}).encode()
     channel.basic_publish(
         "",
         ledger_name(queue),
@@ -143,8 +171,16 @@ class _ConfirmedPublisher:
     trip per window, not per item.
     """
 
-    def __init__(self, settings: SeedSettings, items: Sequence[bytes], batch: str):
+    def __init__(
+        self,
+        settings: SeedSettings,
+        items: Sequence[bytes],
+        batch: str,
+        keepalive: pika.BlockingConnection,
+    ):
         self._settings = settings
+        self._keepalive = keepalive
+        self._keepalive_seconds = min(5.0, settings.broker.heartbeat_seconds / 4)
         self._items = items
         self._batch = batch
         self._next = 0
@@ -174,6 +210,16 @@ class _ConfirmedPublisher:
 
     def _on_connection_open(self, connection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
+        connection.ioloop.call_later(self._keepalive_seconds, self._pump_keepalive)
+
+    def _pump_keepalive(self) -> None:
+        # The ledger's connection holds the seed lock, and it is idle while this one
+        # publishes: without its heartbeats the broker would close it midway.
+        if self._connection.is_open and self._keepalive.is_open:
+            self._keepalive.process_data_events(time_limit=0)
+            self._connection.ioloop.call_later(
+                self._keepalive_seconds, self._pump_keepalive
+            )
 
     def _on_connection_error(self, _connection, error) -> None:
         self._error = f"connection failed: {describe(error)}"
@@ -244,8 +290,10 @@ def seed(settings: SeedSettings, items: Sequence[bytes], batch: str) -> int:
     Returns:
         How many items this run published (0 when the batch was already complete).
     Raises:
-        SeedError: the broker refused or could not route an item, or a run of this
-            batch died halfway while the queue held other items.
+        SeedError: the broker refused or could not route an item, another seeding
+            run of the queue is in progress, or a run of this batch died halfway
+            and its partial items cannot be told apart from other items.
+        SettingsError: the queue exists with other arguments.
         BrokerUnreachable: the broker could not be reached before the deadline.
     """
     queue = settings.queue
@@ -254,31 +302,36 @@ def seed(settings: SeedSettings, items: Sequence[bytes], batch: str) -> int:
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        ready = declare_queues(channel, queue)
+        _take_lock(channel, queue)
+        ready, consumers = _declare(channel, queue)
         _declare_ledger(channel, queue)
-        entry = _read_ledger(channel, queue)
+        runs = _read_ledger(channel, queue)
+        mine = next((run for run in runs if run.batch == batch), None)
 
-        if entry is not None and entry.batch == batch and entry.state == "complete":
+        if mine is not None and mine.state == "complete":
             log.info(
                 "event=seed outcome=already-complete queue=%s batch=%s",
                 queue.name,
                 batch,
             )
             return 0
-        if entry is not None and entry.batch == batch and entry.state == "started":
-            ready = _purge_interrupted_run(channel, queue, entry, ready)
-        elif entry is not None and entry.state == "started":
+        if mine is not None:
+            ready = _purge_interrupted_run(
+                channel, queue, batch, runs, ready, consumers
+            )
+        elif runs and runs[-1].state == "started":
             log.warning(
                 "event=seed outcome=earlier-batch-incomplete queue=%s batch=%s "
                 "earlier_batch=%s: its items published so far stay in the queue",
                 queue.name,
                 batch,
-                entry.batch,
+                runs[-1].batch,
             )
 
-        _write_ledger(channel, queue, LedgerEntry(batch, "started", ready))
-        published = _ConfirmedPublisher(settings, items, batch).run()
-        _write_ledger(channel, queue, LedgerEntry(batch, "complete", ready))
+        runs = [run for run in runs if run.batch != batch][-(LEDGER_RUNS - 1) :]
+        _write_ledger(channel, queue, [*runs, LedgerEntry(batch, "started", ready)])
+        published = _ConfirmedPublisher(settings, items, batch, connection).run()
+        _write_ledger(channel, queue, [*runs, LedgerEntry(batch, "complete", ready)])
     except (pika.exceptions.AMQPError, pika.exceptions.ChannelError) as error:
         raise SeedError(
             f"broker {settings.broker.address}: {describe(error)}"
@@ -299,20 +352,56 @@ def seed(settings: SeedSettings, items: Sequence[bytes], batch: str) -> int:
     return published
 
 
+def _declare(channel: BlockingChannel, queue: QueueSettings) -> tuple[int, int]:
+    """Declare the queues; returns the items ready and the consumers of the queue.
+
+    Raises:
+        SettingsError: the queue exists with other arguments.
+    """
+    try:
+        declare_queues(channel, queue)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != PRECONDITION_FAILED:
+            raise
+        raise SettingsError(
+            f"queue {queue.name} exists with other arguments: {error.reply_text}"
+        ) from None
+    declared = channel.queue_declare(queue.name, passive=True).method
+    return declared.message_count, declared.consumer_count
+
+
 def _purge_interrupted_run(
-    channel: BlockingChannel, queue: QueueSettings, entry: LedgerEntry, ready: int
+    channel: BlockingChannel,
+    queue: QueueSettings,
+    batch: str,
+    runs: list[LedgerEntry],
+    ready: int,
+    consumers: int,
 ) -> int:
-    if entry.ready_before > 0:
+    """Remove the partial items of this batch's interrupted run; returns items left.
+
+    Only when the queue holds nothing but those items: the run was the latest, the
+    queue was empty when it started, and no worker consumes it yet.
+    """
+    interrupted = runs[-1]
+    problem = None
+    if interrupted.batch != batch:
+        problem = f"batch {interrupted.batch} was seeded after it"
+    elif interrupted.ready_before > 0:
+        problem = f"the queue already held {interrupted.ready_before} items"
+    elif consumers > 0:
+        problem = f"{consumers} consumers are taking items from the queue"
+    if problem is not None:
         raise SeedError(
-            f"a seeding run of batch {entry.batch} died halfway while {queue.name} "
-            f"already held {entry.ready_before} items, so its partial items cannot be "
-            "told apart; drain or purge the queue, then seed again"
+            f"a seeding run of this batch died halfway, and {problem}, so its "
+            f"partial items in {queue.name} cannot be told apart; drain or purge "
+            "the queue, then seed again"
         )
     purged = channel.queue_purge(queue.name).method.message_count
     log.warning(
         "event=seed outcome=resumed queue=%s batch=%s purged_partial_items=%d",
         queue.name,
-        entry.batch,
+        interrupted.batch,
         purged,
     )
     return ready - purged
