@@ -4,7 +4,6 @@ StatefulSet behind two Services or a Secret pointing at an existing broker."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -45,6 +44,8 @@ class RabbitMQArgs:
     """The cluster DNS domain, for the Service's fully qualified name."""
     external_url: pulumi.Output[str] | None
     """An existing broker's URL (secret); when set no broker is deployed."""
+    external_address: str | None
+    """The existing broker's host:port, without credentials."""
     external_cidrs: tuple[str, ...]
     """Networks the clients may reach the existing broker in."""
     image: str
@@ -73,6 +74,7 @@ class RabbitMQArgs:
             create_namespace=not settings.existing_namespace,
             cluster_domain=settings.cluster_domain,
             external_url=settings.broker_url,
+            external_address=settings.broker_address,
             external_cidrs=settings.broker_cidrs,
             image=settings.broker_image,
             username=settings.broker_username,
@@ -156,9 +158,7 @@ class RabbitMQ(pulumi.ComponentResource):
             opts=self._child(),
         )
         self.url_secret_name = secret.metadata.name
-        self.address = pulumi.Output.unsecret(
-            url.apply(lambda u: urlsplit(u).netloc.rpartition("@")[2])
-        )
+        self.address = pulumi.Output.from_input(self.args.external_address)
         egress = [
             k8s.networking.v1.NetworkPolicyEgressRuleArgs(
                 to=[

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -43,7 +44,11 @@ MEMORY_UNITS = {
 #: What a password or cookie may hold: it goes into a URL and a configuration file.
 PASSWORD = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
 ERLANG_COOKIE = re.compile(r"^[A-Za-z0-9]{20,255}$")
-AMQP_URL = re.compile(r"^amqps?://[^/\s]+(:\d+)?(/\S*)?$")
+#: The AMQP port each URL scheme implies when the URL names none.
+AMQP_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+#: Characters that end a URL's authority: unencoded in a password, they move the
+#: rest of it into the path, query or fragment, and the password into the host.
+AUTHORITY_ENDS = ("/", "?", "#")
 REGISTRY_TOKEN = re.compile(r"^\S+$")
 MODES = ("coarse", "fine")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -95,6 +100,7 @@ class Settings:
     cluster_domain: str
 
     broker_url: pulumi.Output[str] | None
+    broker_address: str | None
     broker_cidrs: tuple[str, ...]
     broker_image: str
     broker_username: str
@@ -236,7 +242,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     if work_handler and work_command:
         raise _fail("workCommand", "empty when workqueue:workHandler is set")
 
-    broker_url = read.secret("brokerUrl", AMQP_URL, "an amqp:// or amqps:// URL")
+    broker_url, broker_address = _broker_url(read)
     broker_cidrs = _cidrs(read, "brokerCidrs")
     if broker_url is not None and not broker_cidrs:
         raise _fail("brokerCidrs", "the networks of the broker at workqueue:brokerUrl")
@@ -262,6 +268,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         existing_namespace=read.boolean("existingNamespace"),
         cluster_domain=_cluster_domain(read),
         broker_url=broker_url,
+        broker_address=broker_address,
         broker_cidrs=broker_cidrs,
         broker_image=_pinned_image(read, "brokerImage"),
         broker_username=_broker_username(read),
@@ -356,6 +363,52 @@ def _queue(read: _Reader) -> str:
     if not queue.isprintable():
         raise _fail("queue", accepts, queue)
     return queue
+
+
+def broker_address(url: str) -> str:
+    """The `host:port` of a broker URL, with the scheme's port when it names none.
+
+    Raises:
+        ValueError: the URL is not an amqp:// or amqps:// URL with a host, a numeric
+            port if any, no fragment, and its credentials inside its authority. The
+            message never shows the URL, which may hold a password.
+    """
+    if any(character.isspace() for character in url):
+        raise ValueError("it holds whitespace")
+    scheme, separator, rest = url.partition("://")
+    if scheme.lower() not in AMQP_DEFAULT_PORTS or not separator:
+        raise ValueError("its scheme is not amqp:// or amqps://")
+    userinfo, at, _ = rest.rpartition("@")
+    if at and any(end in userinfo for end in AUTHORITY_ENDS):
+        raise ValueError("its user or password holds / ? or #: percent-encode them")
+    if "#" in rest:
+        raise ValueError("it has a fragment (#)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("its host or port is malformed") from None
+    if not parts.hostname:
+        raise ValueError("it names no host")
+    if port == 0:
+        raise ValueError("its port is 0")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port or AMQP_DEFAULT_PORTS[parts.scheme]}"
+
+
+def _broker_url(read: _Reader) -> tuple[pulumi.Output[str] | None, str | None]:
+    """The existing broker's URL (secret) and its address, or None for both."""
+    raw = read.config.get("brokerUrl")
+    if raw is None:
+        return None, None
+    try:
+        address = broker_address(raw)
+    except ValueError as error:
+        raise SettingsError(
+            f"{_key('brokerUrl')} must be an amqp:// or amqps:// URL such as "
+            f"amqp://USER:PASSWORD@HOST:PORT/VHOST (value not shown): {error}"
+        ) from None
+    return read.config.get_secret("brokerUrl"), address
 
 
 def _namespace(read: _Reader, stack: str) -> str:
