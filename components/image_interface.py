@@ -3,31 +3,22 @@ command line, the environment both Jobs set and the exit codes of worker/."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.settings import Settings
+from components.worker_source import load_worker_module
 
 #: The image's entry point, spelled out in the Jobs so the rendered spec says what
 #: runs without looking into the image.
 COMMAND = ["python", "-m", "workqueue"]
-#: The worker package's exit codes, the one place they are defined.
-EXITCODES_PATH = (
-    Path(__file__).resolve().parent.parent / "worker/workqueue/exitcodes.py"
-)
 
 
 def load_exit_codes() -> ModuleType:
-    """worker/workqueue/exitcodes.py, loaded by path: the program does not need the
-    worker's own dependencies to read four integers."""
-    spec = importlib.util.spec_from_file_location("workqueue_exitcodes", EXITCODES_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """worker/workqueue/exitcodes.py, the one place the exit codes are defined."""
+    return load_worker_module("exitcodes")
 
 
 def client_environment(
@@ -36,39 +27,29 @@ def client_environment(
     """The variables both the seed and the work container get.
 
     AMQP_URL comes only from the broker's Secret; seed and work must agree on the
-    queue and its delivery limit, so both read them from here.
+    queue and its delivery limit, so both read them from `Settings.client_variables`.
     """
-    return [
-        k8s.core.v1.EnvVarArgs(
-            name="AMQP_URL",
-            value_from=k8s.core.v1.EnvVarSourceArgs(
-                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
-                    name=url_secret_name, key=url_key
-                )
-            ),
+    url = k8s.core.v1.EnvVarArgs(
+        name="AMQP_URL",
+        value_from=k8s.core.v1.EnvVarSourceArgs(
+            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                name=url_secret_name, key=url_key
+            )
         ),
-        _env("QUEUE_NAME", settings.queue),
-        _env("DELIVERY_LIMIT", str(settings.delivery_limit)),
-        _env("MAX_ITEM_BYTES", str(settings.max_item_bytes)),
-        _env("LOG_LEVEL", settings.log_level),
-    ]
+    )
+    return [url, *_env(settings.client_variables())]
 
 
 def work_environment(settings: Settings) -> list[k8s.core.v1.EnvVarArgs]:
     """The variables only the work container gets."""
-    env = [
-        _env("WORK_MODE", settings.mode),
-        _env("WORK_SECONDS", settings.work_seconds),
+    return _env(settings.work_variables())
+
+
+def _env(variables: dict[str, str]) -> list[k8s.core.v1.EnvVarArgs]:
+    return [
+        k8s.core.v1.EnvVarArgs(name=name, value=value)
+        for name, value in variables.items()
     ]
-    if settings.work_handler:
-        env.append(_env("WORK_HANDLER", settings.work_handler))
-    if settings.work_command:
-        env.append(_env("WORK_COMMAND", settings.work_command))
-    return env
-
-
-def _env(name: str, value: str) -> k8s.core.v1.EnvVarArgs:
-    return k8s.core.v1.EnvVarArgs(name=name, value=value)
 
 
 def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:

@@ -1,7 +1,8 @@
 """The stack's configuration as one validated, typed object.
 
 Every check runs in `load_settings`, before the program registers any resource, and
-every error names the configuration key and what it accepts.
+every error names the configuration key and what it accepts. The values the pods get
+pass the worker image's own checks too (worker/workqueue/settings.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from urllib.parse import urlsplit
 
 import pulumi
 
+from components.worker_source import load_worker_module
+
+#: The worker's own settings rules (worker/workqueue/settings.py): the program runs
+#: them on the environment it gives the pods, so a value the image would refuse at
+#: start-up is refused before anything is deployed.
+WORKER_SETTINGS = load_worker_module("settings")
 #: The project's configuration namespace: keys read as `workqueue:<name>`.
 NAMESPACE = "workqueue"
 #: The repository's root, where `itemsFile` paths start.
@@ -50,9 +57,23 @@ AMQP_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 #: rest of it into the path, query or fragment, and the password into the host.
 AUTHORITY_ENDS = ("/", "?", "#")
 REGISTRY_TOKEN = re.compile(r"^\S+$")
-MODES = ("coarse", "fine")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MODES = WORKER_SETTINGS.MODES
+LOG_LEVELS = WORKER_SETTINGS.LOG_LEVELS
 CLAIM_RETENTION = ("Retain", "Delete")
+#: Stands in for the broker's URL when the worker's rules check the environment:
+#: the real one is a secret the pods read from a Secret.
+PLACEHOLDER_AMQP_URL = "amqp://user:password@broker.invalid:5672/%2F"
+#: The configuration key behind each variable the program sets in the pods.
+VARIABLE_KEYS = {
+    "QUEUE_NAME": "queue",
+    "DELIVERY_LIMIT": "deliveryLimit",
+    "MAX_ITEM_BYTES": "maxItemBytes",
+    "LOG_LEVEL": "logLevel",
+    "WORK_MODE": "mode",
+    "WORK_SECONDS": "workSeconds",
+    "WORK_HANDLER": "workHandler",
+    "WORK_COMMAND": "workCommand",
+}
 #: Extra seconds `pulumi up` waits past the work Job's own deadline by default, so
 #: the Job's DeadlineExceeded is what gets reported, not a Pulumi timeout.
 WAIT_MARGIN_SECONDS = 300
@@ -138,6 +159,24 @@ class Settings:
     def image_repository(self) -> str:
         """Where the worker image is pushed: registry and repository, no tag."""
         return f"{self.registry}/{self.image_name}"
+
+    def client_variables(self) -> dict[str, str]:
+        """The variables, besides AMQP_URL, that the seed and work containers get."""
+        return {
+            "QUEUE_NAME": self.queue,
+            "DELIVERY_LIMIT": str(self.delivery_limit),
+            "MAX_ITEM_BYTES": str(self.max_item_bytes),
+            "LOG_LEVEL": self.log_level,
+        }
+
+    def work_variables(self) -> dict[str, str]:
+        """The variables only the work container gets."""
+        variables = {"WORK_MODE": self.mode, "WORK_SECONDS": self.work_seconds}
+        if self.work_handler:
+            variables["WORK_HANDLER"] = self.work_handler
+        if self.work_command:
+            variables["WORK_COMMAND"] = self.work_command
+        return variables
 
 
 class _Reader:
@@ -238,10 +277,6 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     if not IMAGE_REPOSITORY.match(image_name):
         raise _fail("imageName", "a lowercase image repository name", image_name)
 
-    work_handler, work_command = read.text("workHandler"), read.text("workCommand")
-    if work_handler and work_command:
-        raise _fail("workCommand", "empty when workqueue:workHandler is set")
-
     broker_url, broker_address = _broker_url(read)
     broker_cidrs = _cidrs(read, "brokerCidrs")
     if broker_url is not None and not broker_cidrs:
@@ -257,10 +292,10 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         items=items,
         mode=read.choice("mode", MODES),
         parallelism=read.integer("parallelism", 1),
-        work_seconds=_work_seconds(read),
-        work_handler=work_handler,
-        work_command=work_command,
-        queue=_queue(read),
+        work_seconds=_required(read, "workSeconds", "a number of seconds"),
+        work_handler=read.text("workHandler"),
+        work_command=read.text("workCommand"),
+        queue=_required(read, "queue", "a queue name"),
         delivery_limit=read.integer("deliveryLimit", 1),
         max_item_bytes=max_item_bytes,
         log_level=read.choice("logLevel", LOG_LEVELS),
@@ -303,6 +338,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         work_timeout_seconds=work_timeout_seconds,
         work_egress=_egress(read),
     )
+    _check_with_worker(settings)
     _check_secrets(settings)
     return settings
 
@@ -344,25 +380,46 @@ def seed_file_text(items: tuple[str, ...]) -> str:
     return "".join(f"{item}\n" for item in items)
 
 
-def _work_seconds(read: _Reader) -> str:
-    raw = read.text("workSeconds")
+def _required(read: _Reader, name: str, accepts: str) -> str:
+    # The worker takes an empty variable for its default, which would leave the
+    # stack's configuration and the pods disagreeing.
+    value = read.text(name)
+    if not value:
+        raise _fail(name, accepts, value)
+    return value
+
+
+def _check_with_worker(settings: Settings) -> None:
+    """Run the worker's own checks on the environment the seed and work pods get.
+
+    Raises:
+        SettingsError: the worker refuses a variable; the message names the key it
+            comes from and carries the worker's explanation of what it accepts.
+    """
+    seed_env = {"AMQP_URL": PLACEHOLDER_AMQP_URL, **settings.client_variables()}
+    work_env = {**seed_env, **settings.work_variables()}
     try:
-        seconds = float(raw)
-    except ValueError:
-        raise _fail("workSeconds", "a number of seconds of at least 0", raw) from None
-    if seconds < 0 or seconds != seconds:
-        raise _fail("workSeconds", "a number of seconds of at least 0", raw)
-    return raw
+        WORKER_SETTINGS.seed_settings(seed_env)
+        WORKER_SETTINGS.log_level(seed_env)
+        WORKER_SETTINGS.work_settings(work_env)
+    except WORKER_SETTINGS.SettingsError as error:
+        raise _worker_refused(str(error)) from None
 
 
-def _queue(read: _Reader) -> str:
-    queue = read.text("queue")
-    accepts = "a queue name of 1 to 200 printable characters not starting with amq."
-    if not queue or len(queue.encode()) > 200 or queue.startswith("amq."):
-        raise _fail("queue", accepts, queue)
-    if not queue.isprintable():
-        raise _fail("queue", accepts, queue)
-    return queue
+def _worker_refused(explanation: str) -> SettingsError:
+    named = re.findall(r"\b[A-Z][A-Z_]+\b", explanation)
+    keys = [_key(VARIABLE_KEYS[name]) for name in named if name in VARIABLE_KEYS]
+    if not keys:
+        # Only a variable the program does not take from the configuration.
+        return SettingsError(f"the worker image refuses its environment: {explanation}")
+    legend = ", ".join(
+        f"{name} is {_key(VARIABLE_KEYS[name])}"
+        for name in dict.fromkeys(named)
+        if name in VARIABLE_KEYS
+    )
+    return SettingsError(
+        f"{keys[0]} is refused by the worker image: {explanation} ({legend})"
+    )
 
 
 def broker_address(url: str) -> str:

@@ -58,7 +58,7 @@ BAD_SETTINGS = {
     "queue reserved by RabbitMQ": (
         {"queue": "amq.work"},
         "workqueue:queue",
-        "not starting with amq.",
+        "not starting with 'amq.'",
     ),
     "missing registry": ({"registry": ""}, "workqueue:registry", "pushed to"),
     "image name not a repository": (
@@ -74,7 +74,7 @@ BAD_SETTINGS = {
     "work seconds not a number": (
         {"workSeconds": "ten"},
         "workqueue:workSeconds",
-        "number of seconds",
+        "is not a number",
     ),
     "guest as the broker user": (
         {"brokerUsername": "guest"},
@@ -109,7 +109,7 @@ BAD_SETTINGS = {
     "handler and command together": (
         {"workHandler": "app:run", "workCommand": "./run.sh"},
         "workqueue:workCommand",
-        "empty when workqueue:workHandler is set",
+        "set WORK_COMMAND or WORK_HANDLER, not both",
     ),
     "cluster domain not a domain": (
         {"clusterDomain": "cluster_local"},
@@ -133,6 +133,72 @@ def test_bad_setting_is_refused_before_any_resource(case):
     assert isinstance(error, SettingsError), f"{case}: {error!r}"
     assert key in str(error), f"{case}: the error does not name {key}: {error}"
     assert accepts in str(error), f"{case}: the error does not say {accepts!r}"
+    assert registered == [], f"{case}: registered {[r.name for r in registered]}"
+
+
+#: Values the worker image's own checks (worker/workqueue/settings.py) refuse at
+#: start-up, with the key the program must name and what the worker says.
+REFUSED_BY_THE_WORKER = {
+    "queue with a space": ({"queue": "my queue"}, "workqueue:queue", "QUEUE_NAME"),
+    "queue with a slash": ({"queue": "job/1"}, "workqueue:queue", "QUEUE_NAME"),
+    "queue not ASCII": ({"queue": "jöb"}, "workqueue:queue", "not a queue name"),
+    "delivery limit over 1000": (
+        {"deliveryLimit": 5000},
+        "workqueue:deliveryLimit",
+        "at most 1000",
+    ),
+    "handler not module:function": (
+        {"workHandler": "not a handler"},
+        "workqueue:workHandler",
+        "module:function",
+    ),
+    "command with an unclosed quote": (
+        {"workCommand": "sh -c 'exit 3"},
+        "workqueue:workCommand",
+        "cannot be split",
+    ),
+    "work seconds infinite": (
+        {"workSeconds": "inf"},
+        "workqueue:workSeconds",
+        "not a finite number",
+    ),
+    "work seconds overflowing to infinity": (
+        {"workSeconds": "1e999"},
+        "workqueue:workSeconds",
+        "not a finite number",
+    ),
+    "work seconds not a number at all": (
+        {"workSeconds": "nan"},
+        "workqueue:workSeconds",
+        "not a finite number",
+    ),
+    "max item bytes over the broker's message limit": (
+        {"maxItemBytes": 2**30},
+        "workqueue:maxItemBytes",
+        "MAX_ITEM_BYTES",
+    ),
+    "log level unknown to the worker": (
+        {"logLevel": "TRACE"},
+        "workqueue:logLevel",
+        "DEBUG, INFO, WARNING, ERROR",
+    ),
+    "empty queue the worker would replace with its default": (
+        {"queue": ""},
+        "workqueue:queue",
+        "a queue name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_BY_THE_WORKER))
+def test_a_value_the_worker_image_refuses_is_refused_naming_its_key(case):
+    overrides, key, explanation = REFUSED_BY_THE_WORKER[case]
+
+    error, registered = run_program_expecting_error("dev", overrides)
+
+    assert isinstance(error, SettingsError), f"{case}: {error!r}"
+    assert str(error).startswith(key), f"{case}: the error does not lead with {key}"
+    assert explanation in str(error), f"{case}: no {explanation!r} in {error}"
     assert registered == [], f"{case}: registered {[r.name for r in registered]}"
 
 
