@@ -104,13 +104,19 @@ class BackgroundJob:
     way a deleted Job is, its pods killed and none started again.
     """
 
-    def __init__(self, environment: Mapping[str, str], log_dir: Path, parallelism: int):
+    def __init__(
+        self,
+        environment: Mapping[str, str],
+        log_dir: Path,
+        parallelism: int,
+        backoff_limit: int = BACKOFF_LIMIT,
+    ):
         self._stopping = threading.Event()
         self.job = LocalJob(
             environment,
             log_dir,
             parallelism,
-            backoff_limit=BACKOFF_LIMIT,
+            backoff_limit=backoff_limit,
             on_pod_exit=self._on_pod_exit,
         )
         self.log_dir = log_dir

@@ -50,6 +50,11 @@ FAST_TICK_CONFIG = "[{rabbit, [{channel_tick_interval, 500}]}]."
 #: How long the slow item takes: well past the consumer timeout.
 SLOW_SECONDS = 12
 
+#: Back-off limit of the Jobs that end with dead letters: they fail once it is
+#: reached, since every pod that finds the queue empty exits 1 while dead letters
+#: wait.
+DEAD_LETTER_BACKOFF = 6
+
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[PrivateNode]:
@@ -191,7 +196,12 @@ def test_poison_items_are_dead_lettered_with_their_reason(node, queue, record_pr
         ITEM_TIMEOUT_SECONDS=1,
     )
 
-    with BackgroundJob(environment, queue.workdir / "pods", PARALLELISM) as job:
+    with BackgroundJob(
+        environment,
+        queue.workdir / "pods",
+        PARALLELISM,
+        backoff_limit=DEAD_LETTER_BACKOFF,
+    ) as job:
         result = job.finish()
     ready, _dead = queue.depths()
     dead_letters = {
@@ -227,7 +237,7 @@ def test_poison_items_are_dead_lettered_with_their_reason(node, queue, record_pr
         "a poison item was recorded as done"
     )
     assert ready == 0, f"{ready} items were left in the work queue"
-    assert result.complete, f"the Job failed: {result.reason}"
+    _assert_failed_for_dead_letters(result, job)
 
 
 def test_seeding_killed_halfway_then_run_again_seeds_each_item_once(
@@ -305,7 +315,9 @@ def test_item_outlasting_consumer_timeout_is_abandoned_then_dead_lettered(
         SLOW_SECONDS=SLOW_SECONDS,
     )
 
-    with BackgroundJob(environment, queue.workdir / "pods", 2) as job:
+    with BackgroundJob(
+        environment, queue.workdir / "pods", 2, backoff_limit=DEAD_LETTER_BACKOFF
+    ) as job:
         result = job.finish()
     ready, _dead = queue.depths()
     dead_letters = queue.dead_letters()
@@ -332,4 +344,12 @@ def test_item_outlasting_consumer_timeout_is_abandoned_then_dead_lettered(
     assert figures.lost == 0, f"{figures.lost} items were never processed"
     assert figures.duplicates == 0, f"{figures.duplicates} silent duplicates"
     assert ready == 0, f"{ready} items were left in the work queue"
-    assert result.complete, f"the Job failed: {result.reason}"
+    _assert_failed_for_dead_letters(result, job)
+
+
+def _assert_failed_for_dead_letters(result, job) -> None:
+    """A Job that dead-lettered items must fail, not complete: its last pods found
+    the queue empty but dead letters waiting, and exited 1 until the back-off limit."""
+    assert not result.complete, "a Job with dead-lettered items completed"
+    assert "over the back-off limit" in result.reason, result.reason
+    assert "outcome=failed dead_letters=" in job.pod_logs()

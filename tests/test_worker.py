@@ -60,7 +60,9 @@ def test_an_item_that_always_fails_is_dead_lettered_and_its_pod_fails(work_queue
     result = job.run()
 
     failed_codes = [pod.exit_code for pod in result.pods if pod.exit_code != 0]
-    assert failed_codes == [exitcodes.ITEM_FAILED] * 3, "one failed pod per attempt"
+    assert set(failed_codes) == {exitcodes.ITEM_FAILED}, failed_codes
+    assert not result.complete, "a Job with a dead-lettered item must fail"
+    assert result.succeeded == 7, "every other item completes"
     others = [item for item in TUTORIAL_ITEMS if item != b"cherry"]
     assert processed_counts(work_queue.record_file) == dict.fromkeys(others, 1)
     [(properties, body)] = work_queue.dead_letters()
@@ -203,3 +205,62 @@ def test_refused_credentials_fail_at_once_without_the_password(work_queue):
     assert "broker 127.0.0.1:5672/%2F refused the user or virtual host" in output
     assert "not-the-password" not in output
     assert "Traceback" not in output, "one line per event, no pika tracebacks"
+
+
+def test_a_handler_calling_sys_exit_fails_its_item_at_once(work_queue):
+    work_queue.seed([b"careless"])
+
+    result = work_queue.work(
+        WORK_HANDLER="work_handlers:exits", ITEM_TIMEOUT_SECONDS=60
+    )
+
+    assert result.returncode == exitcodes.ITEM_FAILED
+    assert b"outcome=requeued" in result.stderr
+    assert b"error='SystemExit: 3'" in result.stderr, "not a time-out after 60 s"
+
+
+def test_a_timed_out_command_is_killed_with_what_it_started(work_queue):
+    work_queue.seed([b"slow"])
+    finished = work_queue.workdir / "finished.txt"
+    script = work_queue.workdir / "job.sh"
+    script.write_text(f"#!/bin/sh\ncat > /dev/null\nsleep 3\necho done >> {finished}\n")
+    script.chmod(0o755)
+
+    result = work_queue.work(
+        WORK_HANDLER="", WORK_COMMAND=f"sh -c {script}", ITEM_TIMEOUT_SECONDS=1
+    )
+    time.sleep(3.5)
+
+    assert result.returncode == exitcodes.ITEM_FAILED
+    assert b"ItemTimedOut" in result.stderr
+    assert not finished.exists(), "the command's own child outlived its time-out"
+
+
+def test_sigterm_while_waiting_for_the_broker_exits_promptly(work_queue):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    worker = work_queue.start_worker(
+        AMQP_URL=f"amqp://guest:guest@127.0.0.1:{closed_port}/%2F",
+        CONNECT_DEADLINE_SECONDS=60,
+    )
+    time.sleep(1.5)
+
+    worker.send_signal(signal.SIGTERM)
+    exit_code = worker.wait(timeout=10)
+
+    assert exit_code == exitcodes.TERMINATED
+
+
+def test_an_empty_queue_with_dead_letters_fails_the_pod(work_queue):
+    work_queue.seed([b"doomed"], DELIVERY_LIMIT=1)
+    work_queue.work(
+        WORK_HANDLER="work_handlers:fail_some", FAIL_ITEMS="doomed", DELIVERY_LIMIT=1
+    )
+
+    coarse = work_queue.work(WORK_MODE="coarse", DELIVERY_LIMIT=1)
+    fine = work_queue.work(WORK_MODE="fine", DELIVERY_LIMIT=1)
+
+    assert work_queue.depths() == (0, 1)
+    assert (coarse.returncode, fine.returncode) == (exitcodes.ITEM_FAILED,) * 2
+    assert b"outcome=failed dead_letters=1" in coarse.stderr

@@ -31,6 +31,8 @@ from workqueue.worker import REASON_HEADER
 ROOT = Path(__file__).resolve().parents[2]
 #: The stack whose settings the demo runs.
 STACK_FILE = ROOT / "Pulumi.dev.yaml"
+#: Failed pods the demo's Job tolerates, as Kubernetes' default and the stacks'.
+DEMO_BACKOFF_LIMIT = 6
 #: The Kubernetes tutorial's items, used when the stack file names none.
 TUTORIAL_ITEMS = ("apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon")
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -255,7 +257,7 @@ def run(settings: DemoSettings, url: str) -> int:
         run_dir,
         parallelism=settings.parallelism,
         completions=len(settings.items) if coarse else None,
-        backoff_limit=len(settings.items) * settings.delivery_limit,
+        backoff_limit=DEMO_BACKOFF_LIMIT,
         on_pod_exit=progress,
     )
     result = job.run()

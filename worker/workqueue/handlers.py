@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -60,7 +61,10 @@ class CommandHandler:
 
     def __call__(self, item: bytes) -> None:
         with self._lock:
-            self._running = subprocess.Popen(self._command, stdin=subprocess.PIPE)
+            # A session of its own, so that a cancel kills what the command started.
+            self._running = subprocess.Popen(
+                self._command, stdin=subprocess.PIPE, start_new_session=True
+            )
         try:
             self._running.communicate(item)
         finally:
@@ -75,7 +79,7 @@ class CommandHandler:
         """Kill the command that is running, if any."""
         with self._lock:
             if self._running is not None and self._running.poll() is None:
-                self._running.kill()
+                os.killpg(self._running.pid, signal.SIGKILL)
 
 
 def load_callable(path: str) -> Handler:

@@ -245,8 +245,9 @@ class _HandlerThread:
             return PoisonItem("empty item")
         try:
             self.handler(body)
-        # The handler is the user's code: whatever it raises is that item's failure.
-        except Exception as error:  # noqa: BLE001
+        # The handler is the user's code: whatever it raises is that item's failure,
+        # SystemExit and KeyboardInterrupt too, which would otherwise end this thread.
+        except BaseException as error:  # noqa: BLE001
             return error
         return None
 
@@ -280,7 +281,7 @@ class Worker:
         Raises:
             BrokerUnreachable: no connection before the connect deadline.
         """
-        connection = connect(self._settings.broker)
+        connection = connect(self._settings.broker, lambda: self._stop_requested)
         ready: int | None = None
         try:
             channel = connection.channel()
@@ -326,8 +327,7 @@ class Worker:
     ) -> int:
         method, properties, body = channel.basic_get(self._settings.queue.name)
         if method is None:
-            log.info("event=queue-empty queue=%s", self._settings.queue.name)
-            return exitcodes.OK
+            return self._queue_done(channel)
         self._deliveries.append(Delivery(method, properties, body))
         while self._holds_items and not self._stopping:
             self._work_a_while(connection, channel)
@@ -345,6 +345,7 @@ class Worker:
         if ready:
             self._consume(channel)
         quiet_checks = 0
+        empty_code = exitcodes.OK
         while not self._stopping:
             if self._holds_items:
                 self._work_a_while(connection, channel)
@@ -369,7 +370,7 @@ class Worker:
                 self._stop_consuming(channel)
                 log.info("event=idle queue=%s consumers=%d", queue_name, consumers - 1)
             elif not ready and consumers == 0:
-                log.info("event=queue-empty queue=%s", queue_name)
+                empty_code = self._queue_done(channel)
                 break
             # Else other workers hold items that may come back (a failed attempt, a
             # killed pod); exiting now could end the Job without them, since the Job
@@ -381,6 +382,27 @@ class Worker:
             return exitcodes.TERMINATED
         if self._handler_stuck or self.tally.dead_lettered:
             return exitcodes.ITEM_FAILED
+        return empty_code
+
+    def _queue_done(self, channel: BlockingChannel) -> int:
+        """The exit code once the queue is empty: a failure while dead letters wait.
+
+        A Job whose items were dead-lettered must not look complete: every worker
+        that finds the queue empty fails until someone has dealt with the
+        dead-letter queue, so the Job fails once its back-off limit is reached.
+        """
+        dead_letter_name = self._settings.queue.dead_letter_name
+        dead = channel.queue_declare(dead_letter_name, passive=True).method
+        if dead.message_count:
+            log.warning(
+                "event=queue-empty queue=%s outcome=failed dead_letters=%d: "
+                "items wait in %s",
+                self._settings.queue.name,
+                dead.message_count,
+                dead_letter_name,
+            )
+            return exitcodes.ITEM_FAILED
+        log.info("event=queue-empty queue=%s", self._settings.queue.name)
         return exitcodes.OK
 
     def _consume(self, channel: BlockingChannel) -> None:
