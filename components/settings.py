@@ -266,9 +266,8 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     read = _Reader(config or pulumi.Config(NAMESPACE))
     stack = pulumi.get_stack()
 
-    items = _items(read)
     max_item_bytes = read.integer("maxItemBytes", 1)
-    _check_items(items, max_item_bytes)
+    items = _items(read, max_item_bytes)
 
     registry = read.text("registry").rstrip("/")
     if not registry:
@@ -343,36 +342,67 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     return settings
 
 
-def _items(read: _Reader) -> tuple[str, ...]:
+def _items(read: _Reader, max_item_bytes: int) -> tuple[str, ...]:
     listed = read.strings("items")
     items_file = read.text("itemsFile")
     if listed is not None and items_file:
         raise _fail("itemsFile", "empty when workqueue:items is set")
     if items_file:
-        path = (PROJECT_ROOT / items_file).resolve()
-        if not path.is_relative_to(PROJECT_ROOT) or not path.is_file():
-            raise _fail("itemsFile", "a file inside the repository", items_file)
-        listed = tuple(line for line in path.read_text("utf-8").splitlines())
-        listed = tuple(line for line in listed if line.strip())
-    if not listed:
+        items, key = _read_items_file(items_file, max_item_bytes), "itemsFile"
+    else:
+        items, key = listed, "items"
+        _check_listed_items(listed or (), max_item_bytes)
+    if not items and key == "itemsFile":
+        raise _fail(key, "a file with at least one non-blank line", items_file)
+    if not items:
         raise _fail("items", "a non-empty list of strings (or set workqueue:itemsFile)")
-    return listed
-
-
-def _check_items(items: tuple[str, ...], max_item_bytes: int) -> None:
-    for number, item in enumerate(items, start=1):
-        if not item.strip() or "\n" in item or "\r" in item:
-            raise _fail("items", "non-blank single-line strings", f"item {number}")
-        size = len(item.encode("utf-8"))
-        if size > max_item_bytes:
-            accepts = (
-                f"items of at most {max_item_bytes} bytes (workqueue:maxItemBytes)"
-            )
-            raise _fail("items", accepts, f"item {number} has {size} bytes")
     total = len(seed_file_text(items).encode("utf-8"))
     if total > CONFIGMAP_LIMIT_BYTES:
         accepts = f"at most {CONFIGMAP_LIMIT_BYTES} bytes in all, the ConfigMap limit"
-        raise _fail("items", accepts, f"{total} bytes")
+        raise _fail(key, accepts, f"{total} bytes")
+    return items
+
+
+def _read_items_file(items_file: str, max_item_bytes: int) -> tuple[str, ...]:
+    """The items of the file as the seeder reads them: split at line feeds only, a
+    trailing carriage return dropped, lines of ASCII whitespace skipped."""
+    path = (PROJECT_ROOT / items_file).resolve()
+    if not path.is_relative_to(PROJECT_ROOT) or not path.is_file():
+        raise _fail("itemsFile", "a file inside the repository", items_file)
+    items = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        item = line.rstrip(b"\r")
+        if not item.strip():
+            continue
+        where = f"{items_file} line {number}"
+        try:
+            text = item.decode("utf-8")
+        except UnicodeDecodeError:
+            # The items go into a ConfigMap's data, which holds UTF-8 text only.
+            raise _fail("itemsFile", "a UTF-8 text file", where) from None
+        _check_size("itemsFile", item, max_item_bytes, where)
+        items.append(text)
+    return tuple(items)
+
+
+def _check_listed_items(items: tuple[str, ...], max_item_bytes: int) -> None:
+    accepts = "non-blank single-line UTF-8 strings"
+    for number, item in enumerate(items, start=1):
+        try:
+            data = item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail("items", accepts, f"item {number}") from None
+        # The seeder splits its file at line feeds, drops a trailing carriage return
+        # and skips lines of ASCII whitespace: such an item would not arrive as given.
+        if not data.strip() or b"\n" in data or data.endswith(b"\r"):
+            raise _fail("items", accepts, f"item {number}")
+        _check_size("items", data, max_item_bytes, f"item {number}")
+
+
+def _check_size(key: str, item: bytes, max_item_bytes: int, where: str) -> None:
+    if len(item) > max_item_bytes:
+        accepts = f"items of at most {max_item_bytes} bytes (workqueue:maxItemBytes)"
+        raise _fail(key, accepts, f"{where} has {len(item)} bytes")
 
 
 def seed_file_text(items: tuple[str, ...]) -> str:
