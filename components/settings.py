@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +34,12 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: An image repository path: lowercase components separated by / . _ or -.
 IMAGE_REPOSITORY = re.compile(
     r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+)
+#: A registry host with an optional port and path, as an image reference starts:
+#: no scheme, which Docker would read as part of the repository name.
+REGISTRY = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 )
 #: A Kubernetes resource quantity as used for CPU and memory.
 QUANTITY = re.compile(r"^(\d+(\.\d+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
@@ -243,6 +250,20 @@ class _Reader:
         return self.config.get_secret(name)
 
 
+def cpu_cores(quantity: str) -> Decimal:
+    """The number of CPU cores a quantity such as `250m` or `2` stands for.
+
+    Raises:
+        ValueError: the text is not a quantity.
+    """
+    match = QUANTITY.match(quantity)
+    if not match:
+        raise ValueError(f"not a CPU quantity: {quantity!r}")
+    unit = match.group(3) or ""
+    scale = Decimal("0.001") if unit == "m" else Decimal(MEMORY_UNITS[unit])
+    return Decimal(match.group(1)) * scale
+
+
 def memory_bytes(quantity: str) -> int:
     """The number of bytes a memory quantity such as `512Mi` stands for.
 
@@ -270,8 +291,12 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     items = _items(read, max_item_bytes)
 
     registry = read.text("registry").rstrip("/")
-    if not registry:
-        raise _fail("registry", "the registry the worker image is pushed to")
+    if not REGISTRY.match(registry):
+        accepts = (
+            "the registry the worker image is pushed to, as HOST[:PORT][/PATH] "
+            "without a scheme, e.g. localhost:5001 or registry.example.com/team"
+        )
+        raise _fail("registry", accepts, registry)
     image_name = read.text("imageName")
     if not IMAGE_REPOSITORY.match(image_name):
         raise _fail("imageName", "a lowercase image repository name", image_name)
@@ -280,6 +305,9 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     broker_cidrs = _cidrs(read, "brokerCidrs")
     if broker_url is not None and not broker_cidrs:
         raise _fail("brokerCidrs", "the networks of the broker at workqueue:brokerUrl")
+
+    broker_cpu_request, broker_cpu_limit = _cpu(read, "brokerCpu")
+    work_cpu_request, work_cpu_limit = _cpu(read, "workCpu")
 
     work_deadline_seconds = read.integer("workDeadlineSeconds", 1)
     work_timeout_seconds = read.integer("workTimeoutSeconds", 0)
@@ -312,8 +340,8 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         erlang_cookie=read.secret(
             "erlangCookie", ERLANG_COOKIE, "20 to 255 letters or digits"
         ),
-        broker_cpu_request=read.quantity("brokerCpuRequest"),
-        broker_cpu_limit=read.quantity("brokerCpuLimit"),
+        broker_cpu_request=broker_cpu_request,
+        broker_cpu_limit=broker_cpu_limit,
         broker_memory=_memory(read, "brokerMemory"),
         persistence=read.boolean("persistence"),
         storage_size=_memory(read, "storageSize"),
@@ -328,8 +356,8 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
             "registryPassword", REGISTRY_TOKEN, "a token without whitespace"
         ),
         platform=read.text("platform"),
-        work_cpu_request=read.quantity("workCpuRequest"),
-        work_cpu_limit=read.quantity("workCpuLimit"),
+        work_cpu_request=work_cpu_request,
+        work_cpu_limit=work_cpu_limit,
         work_memory=_memory(read, "workMemory"),
         backoff_limit=read.integer("backoffLimit", 0),
         work_deadline_seconds=work_deadline_seconds,
@@ -526,6 +554,17 @@ def _broker_username(read: _Reader) -> str:
         accepts = "a user name of letters, digits, _ . - other than guest"
         raise _fail("brokerUsername", accepts, username)
     return username
+
+
+def _cpu(read: _Reader, prefix: str) -> tuple[str, str]:
+    """`<prefix>Request` and `<prefix>Limit`; Kubernetes refuses a request above
+    its limit."""
+    request = read.quantity(f"{prefix}Request")
+    limit = read.quantity(f"{prefix}Limit")
+    if cpu_cores(request) > cpu_cores(limit):
+        accepts = f"at most {_key(prefix + 'Limit')} ({limit})"
+        raise _fail(f"{prefix}Request", accepts, request)
+    return request, limit
 
 
 def _memory(read: _Reader, name: str) -> str:

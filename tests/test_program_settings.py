@@ -14,6 +14,7 @@ from tests.pulumi_harness import (
     ROOT,
     committed_stacks,
     project_config_schema,
+    run_program,
     run_program_expecting_error,
 )
 
@@ -95,6 +96,26 @@ BAD_SETTINGS = {
         {"workCpuLimit": "lots"},
         "workqueue:workCpuLimit",
         "Kubernetes quantity",
+    ),
+    "work CPU request above its limit": (
+        {"workCpuRequest": 4, "workCpuLimit": "100m"},
+        "workqueue:workCpuRequest",
+        "at most workqueue:workCpuLimit",
+    ),
+    "broker CPU request above its limit": (
+        {"brokerCpuRequest": "2", "brokerCpuLimit": "1500m"},
+        "workqueue:brokerCpuRequest",
+        "at most workqueue:brokerCpuLimit",
+    ),
+    "registry with a scheme": (
+        {"registry": "https://reg.example.com"},
+        "workqueue:registry",
+        "without a scheme",
+    ),
+    "registry with a space": (
+        {"registry": "reg.example.com/my team"},
+        "workqueue:registry",
+        "HOST[:PORT][/PATH]",
     ),
     "unknown claim retention": (
         {"claimRetentionOnDelete": "Keep"},
@@ -200,6 +221,17 @@ def test_a_value_the_worker_image_refuses_is_refused_naming_its_key(case):
     assert str(error).startswith(key), f"{case}: the error does not lead with {key}"
     assert explanation in str(error), f"{case}: no {explanation!r} in {error}"
     assert registered == [], f"{case}: registered {[r.name for r in registered]}"
+
+
+def test_a_cpu_request_equal_to_its_limit_in_other_units_is_accepted():
+    run = run_program(
+        "dev",
+        {"workCpuRequest": "1000m", "workCpuLimit": "1", "registry": "reg:5000/a/b"},
+    )
+
+    (work,) = [r for r in run.of_type("kubernetes:batch/v1:Job") if "work" in r.name]
+    resources = work.inputs["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == "1000m", resources
 
 
 def test_an_existing_broker_needs_its_networks():
