@@ -20,7 +20,7 @@ from components.rabbitmq_config import (
     default_user_conf,
     rabbitmq_conf,
 )
-from components.rabbitmq_pod import BROKER_LABELS, BrokerPod
+from components.rabbitmq_pod import BROKER_LABELS, BrokerPod, BrokerPodSpec
 from components.settings import Settings
 
 #: The label that marks a pod as a client the broker's NetworkPolicy admits.
@@ -48,24 +48,14 @@ class RabbitMQArgs:
     """The existing broker's host:port, without credentials."""
     external_cidrs: tuple[str, ...]
     """Networks the clients may reach the existing broker in."""
-    image: str
-    """The broker image, pinned by tag and digest."""
     username: str
     """The broker user the clients log in as."""
     password: pulumi.Output[str] | None
     """The broker password (secret); generated when None."""
     erlang_cookie: pulumi.Output[str] | None
     """The Erlang cookie (secret); generated when None."""
-    cpu_request: str
-    cpu_limit: str
-    memory: str
-    """Memory request and limit; RabbitMQ's memory alarm is derived from it."""
-    persistence: bool
-    """Keep the data on a volume claim; an emptyDir otherwise."""
-    storage_size: str
-    storage_class: str
-    claim_retention_on_delete: str
-    """What happens to the claim when the StatefulSet is deleted: Retain or Delete."""
+    pod: BrokerPodSpec
+    """The broker's image, resources and storage."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RabbitMQArgs:
@@ -76,17 +66,19 @@ class RabbitMQArgs:
             external_url=settings.broker_url,
             external_address=settings.broker_address,
             external_cidrs=settings.broker_cidrs,
-            image=settings.broker_image,
             username=settings.broker_username,
             password=settings.broker_password,
             erlang_cookie=settings.erlang_cookie,
-            cpu_request=settings.broker_cpu_request,
-            cpu_limit=settings.broker_cpu_limit,
-            memory=settings.broker_memory,
-            persistence=settings.persistence,
-            storage_size=settings.storage_size,
-            storage_class=settings.storage_class,
-            claim_retention_on_delete=settings.claim_retention_on_delete,
+            pod=BrokerPodSpec(
+                image=settings.broker_image,
+                cpu_request=settings.broker_cpu_request,
+                cpu_limit=settings.broker_cpu_limit,
+                memory=settings.broker_memory,
+                persistence=settings.persistence,
+                storage_size=settings.storage_size,
+                storage_class=settings.storage_class,
+                claim_retention_on_delete=settings.claim_retention_on_delete,
+            ),
         )
 
 
@@ -238,7 +230,7 @@ class RabbitMQ(pulumi.ComponentResource):
             f"{name}-config",
             metadata=self._metadata(None, labels=BROKER_LABELS),
             data={
-                "rabbitmq.conf": rabbitmq_conf(args.memory),
+                "rabbitmq.conf": rabbitmq_conf(args.pod.memory),
                 "enabled_plugins": ENABLED_PLUGINS,
             },
             opts=self._child(),
@@ -250,14 +242,7 @@ class RabbitMQ(pulumi.ComponentResource):
             opts=self._child(),
         )
         pod = BrokerPod(
-            image=args.image,
-            cpu_request=args.cpu_request,
-            cpu_limit=args.cpu_limit,
-            memory=args.memory,
-            persistence=args.persistence,
-            storage_size=args.storage_size,
-            storage_class=args.storage_class,
-            claim_retention_on_delete=args.claim_retention_on_delete,
+            spec=args.pod,
             service_name=self.headless_service.metadata.name,
             account_name=account.metadata.name,
             config_map_name=config.metadata.name,

@@ -29,17 +29,28 @@ TERMINATION_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
-class BrokerPod:
-    """What the broker's pod is made of."""
+class BrokerPodSpec:
+    """What the stack's settings say of the broker's pod."""
 
     image: str
+    """The broker image, pinned by tag and digest."""
     cpu_request: str
     cpu_limit: str
     memory: str
+    """Memory request and limit; RabbitMQ's memory alarm is derived from it."""
     persistence: bool
+    """Keep the data on a volume claim; an emptyDir otherwise."""
     storage_size: str
     storage_class: str
     claim_retention_on_delete: str
+    """What happens to the claim when the StatefulSet is deleted: Retain or Delete."""
+
+
+@dataclass(frozen=True)
+class BrokerPod:
+    """What the broker's pod is made of: its spec and the objects it refers to."""
+
+    spec: BrokerPodSpec
     service_name: pulumi.Input[str]
     """The headless Service that governs the StatefulSet."""
     account_name: pulumi.Input[str]
@@ -53,7 +64,7 @@ class BrokerPod:
         volumes = [self._config_volume(), self._cookie_volume(), pods.tmp_volume()]
         volumes.append(_empty_dir("logs"))
         claims = None
-        if self.persistence:
+        if self.spec.persistence:
             claims = [self._claim_template()]
         else:
             volumes.append(_empty_dir("data"))
@@ -64,7 +75,8 @@ class BrokerPod:
             pod_management_policy="OrderedReady",
             persistent_volume_claim_retention_policy=(
                 k8s.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
-                    when_deleted=self.claim_retention_on_delete, when_scaled="Retain"
+                    when_deleted=self.spec.claim_retention_on_delete,
+                    when_scaled="Retain",
                 )
             ),
             volume_claim_templates=claims,
@@ -124,9 +136,9 @@ class BrokerPod:
             metadata=k8s.meta.v1.ObjectMetaArgs(name="data", labels=BROKER_LABELS),
             spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                 access_modes=["ReadWriteOnce"],
-                storage_class_name=self.storage_class or None,
+                storage_class_name=self.spec.storage_class or None,
                 resources=k8s.core.v1.VolumeResourceRequirementsArgs(
-                    requests={"storage": self.storage_size}
+                    requests={"storage": self.spec.storage_size}
                 ),
             ),
         )
@@ -134,7 +146,7 @@ class BrokerPod:
     def _broker_container(self) -> k8s.core.v1.ContainerArgs:
         return k8s.core.v1.ContainerArgs(
             name="rabbitmq",
-            image=self.image,
+            image=self.spec.image,
             image_pull_policy="Always",
             # The server itself, not the image's entry point script, which would
             # try to rewrite files on the read-only root filesystem.
@@ -150,7 +162,9 @@ class BrokerPod:
             ],
             readiness_probe=_diagnostics_probe("check_port_connectivity", 10, 15),
             liveness_probe=_diagnostics_probe("ping", 60, 30),
-            resources=pods.resources(self.cpu_request, self.cpu_limit, self.memory),
+            resources=pods.resources(
+                self.spec.cpu_request, self.spec.cpu_limit, self.spec.memory
+            ),
             security_context=pods.container_security(),
             volume_mounts=[
                 k8s.core.v1.VolumeMountArgs(
@@ -169,7 +183,7 @@ class BrokerPod:
         cookie = f"{DATA_DIR}/{COOKIE_FILE}"
         return k8s.core.v1.ContainerArgs(
             name="erlang-cookie",
-            image=self.image,
+            image=self.spec.image,
             image_pull_policy="Always",
             command=[
                 "sh",
