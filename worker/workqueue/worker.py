@@ -280,6 +280,9 @@ class Worker:
 
         Raises:
             BrokerUnreachable: no connection before the connect deadline.
+            BrokerRefused: the broker refused the credentials, vhost or TLS.
+            ConnectStopped: SIGTERM arrived while the broker was waited for.
+            SettingsError: pika cannot use the broker URL's options.
         """
         connection = connect(self._settings.broker, lambda: self._stop_requested)
         ready: int | None = None
