@@ -219,3 +219,10 @@ def test_a_queue_declared_with_other_arguments_is_a_config_error(work_queue):
 
     assert result.returncode == exitcodes.BAD_CONFIG
     assert b"exists with other arguments" in result.stderr
+
+
+def test_only_the_line_ending_is_taken_off_an_item(work_queue):
+    result = work_queue.seed([b"carriage\r\r", b"  padded  "])
+
+    assert result.returncode == exitcodes.OK, result.stderr.decode()
+    assert _take_all(work_queue) == [b"carriage\r", b"  padded  "]

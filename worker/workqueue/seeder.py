@@ -66,7 +66,7 @@ def read_items(source: BinaryIO, max_item_bytes: int, name: str) -> list[bytes]:
     """
     items = []
     for number, line in enumerate(source, start=1):
-        item = line.rstrip(b"\r\n")
+        item = line.removesuffix(b"\n").removesuffix(b"\r")
         if not item.strip():
             continue
         if len(item) > max_item_bytes:
