@@ -392,17 +392,23 @@ def _items(read: _Reader, max_item_bytes: int) -> tuple[str, ...]:
 
 
 def _read_items_file(items_file: str, max_item_bytes: int) -> tuple[str, ...]:
-    """The items of the file as the seeder reads them: split at line feeds only, a
+    """The items of the file as the seeder reads them: split at line feeds only, one
     trailing carriage return dropped, lines of ASCII whitespace skipped."""
     path = (PROJECT_ROOT / items_file).resolve()
     if not path.is_relative_to(PROJECT_ROOT) or not path.is_file():
         raise _fail("itemsFile", "a file inside the repository", items_file)
     items = []
     for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        item = line.rstrip(b"\r")
+        item = line.removesuffix(b"\r")
         if not item.strip():
             continue
         where = f"{items_file} line {number}"
+        if item.endswith(b"\r"):
+            # The seed file in the ConfigMap ends each item with a line feed, and
+            # the seeder drops one carriage return before it: this one would be lost.
+            raise _fail(
+                "itemsFile", "items that do not end with a carriage return", where
+            )
         try:
             text = item.decode("utf-8")
         except UnicodeDecodeError:

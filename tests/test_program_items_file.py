@@ -22,7 +22,7 @@ JOB = "kubernetes:batch/v1:Job"
 SEEDER_LINES = {
     "form feed and line separator": "a\x0cb\nc\u2028d\n".encode(),
     "every other line break": "1\x0b2\x1c3\x1d4\x1e5\x856\u20297\n".encode(),
-    "CRLF and blank lines": b"apple\r\n\r\n  \t\r\nbanana\r\r\ncherry",
+    "CRLF and blank lines": b"apple\r\n\r\n  \t\r\nbanana\r\ncherry",
     "a line of non-ASCII space": "first\n\u3000\nlast\n".encode(),
 }
 
@@ -96,3 +96,15 @@ def test_the_committed_items_file_is_read_as_the_seeder_reads_it():
 
     seed_file = run.one("kubernetes:core/v1:ConfigMap", "seed-items").inputs["data"]
     assert seed_file[ITEMS_FILE].encode().split(b"\n")[:-1] == seeded
+
+
+def test_an_item_ending_in_a_carriage_return_is_refused_naming_the_line(items_file):
+    name = items_file(b"apple\r\nbanana\r\r\n")
+
+    error, registered = run_program_expecting_error(
+        "dev", {"items": None, "itemsFile": name}
+    )
+
+    assert isinstance(error, SettingsError), repr(error)
+    assert "workqueue:itemsFile" in str(error) and "line 2" in str(error), str(error)
+    assert registered == []
