@@ -21,11 +21,8 @@ from pathlib import Path
 
 from bench import measure, program, report, tools
 from bench.queues import BenchQueues
-from workqueue.localbroker import BrokerNotInstalled, PrivateNode, broker_answers
+from workqueue.localbroker import BrokerNotInstalled, local_or_private_broker
 
-#: The broker the bench loads: the shared local one, on loopback only.
-LOCAL_HOST, LOCAL_PORT = "127.0.0.1", 5672
-LOCAL_URL = f"amqp://guest:guest@{LOCAL_HOST}:{LOCAL_PORT}/%2F"
 RESULTS_FILE = Path(__file__).resolve().parent / "results.json"
 
 
@@ -189,14 +186,6 @@ def _program_runs(runs: int) -> dict[str, object]:
     }
 
 
-def _find_broker() -> tuple[str, PrivateNode | None]:
-    if broker_answers(LOCAL_HOST, LOCAL_PORT):
-        return LOCAL_URL, None
-    print(f"No broker on {LOCAL_HOST}:{LOCAL_PORT}; starting a private RabbitMQ node")
-    node = PrivateNode().start()
-    return node.url, node
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; returns the process exit code."""
     args = _arguments(argv)
@@ -205,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if tools_problem:
         print(f"WARNING: {tools_problem}; the amqp-tools figures are left out.")
     try:
-        url, node = _find_broker()
+        url, node = local_or_private_broker()
     except BrokerNotInstalled as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

@@ -55,7 +55,7 @@ def test_the_demo_fails_when_an_item_is_dead_lettered():
 
 def test_without_a_broker_the_demo_starts_a_private_node(monkeypatch, capsys):
     monkeypatch.delenv("AMQP_URL", raising=False)
-    monkeypatch.setattr(demo, "broker_answers", lambda _host, _port: False)
+    monkeypatch.setattr(localbroker, "broker_answers", lambda _host, _port: False)
 
     exit_code = demo.main(["--work-seconds", "0"])
 
@@ -67,7 +67,7 @@ def test_without_a_broker_the_demo_starts_a_private_node(monkeypatch, capsys):
 
 def test_without_rabbitmq_installed_the_demo_says_what_to_install(monkeypatch, capsys):
     monkeypatch.delenv("AMQP_URL", raising=False)
-    monkeypatch.setattr(demo, "broker_answers", lambda _host, _port: False)
+    monkeypatch.setattr(localbroker, "broker_answers", lambda _host, _port: False)
     monkeypatch.setattr(localbroker.shutil, "which", lambda _name: None)
 
     exit_code = demo.main([])
@@ -78,7 +78,7 @@ def test_without_rabbitmq_installed_the_demo_says_what_to_install(monkeypatch, c
 
 def test_without_root_the_demo_says_how_to_get_a_broker(monkeypatch, capsys):
     monkeypatch.delenv("AMQP_URL", raising=False)
-    monkeypatch.setattr(demo, "broker_answers", lambda _host, _port: False)
+    monkeypatch.setattr(localbroker, "broker_answers", lambda _host, _port: False)
     monkeypatch.setattr(localbroker.os, "geteuid", lambda: 1000)
 
     exit_code = demo.main([])

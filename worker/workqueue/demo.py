@@ -21,7 +21,11 @@ from pathlib import Path
 import pika
 
 from workqueue import exitcodes
-from workqueue.localbroker import BrokerNotInstalled, PrivateNode, broker_answers
+from workqueue.localbroker import (
+    BrokerNotInstalled,
+    PrivateNode,
+    local_or_private_broker,
+)
 from workqueue.localjob import JobResult, LocalJob, PodResult
 from workqueue.seeder import SeedInputError, load_items, read_items
 from workqueue.settings import DEFAULT_MAX_ITEM_BYTES, MODES
@@ -35,7 +39,6 @@ STACK_FILE = ROOT / "Pulumi.dev.yaml"
 DEMO_BACKOFF_LIMIT = 6
 #: The Kubernetes tutorial's items, used when the stack file names none.
 TUTORIAL_ITEMS = ("apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon")
-LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: An item's log line; the seeder names items `<batch>:<index in the item file>`.
 ITEM_LINE = re.compile(r"event=item item=\S+:(\d+) .* outcome=(\S+)")
 
@@ -128,13 +131,7 @@ def find_broker() -> tuple[str, PrivateNode | None]:
     """
     if os.environ.get("AMQP_URL"):
         return os.environ["AMQP_URL"], None
-    if broker_answers("127.0.0.1", 5672):
-        return LOCAL_URL, None
-    print(
-        "No broker on localhost:5672; starting a private RabbitMQ node ...", flush=True
-    )
-    node = PrivateNode().start()
-    return node.url, node
+    return local_or_private_broker()
 
 
 class Progress:

@@ -42,6 +42,29 @@ def broker_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+#: The broker Debian's rabbitmq-server package runs, with its loopback-only guest user.
+LOCAL_HOST, LOCAL_PORT = "127.0.0.1", 5672
+LOCAL_URL = f"amqp://guest:guest@{LOCAL_HOST}:{LOCAL_PORT}/%2F"
+
+
+def local_or_private_broker() -> tuple[str, PrivateNode | None]:
+    """The broker on localhost:5672 if one answers, else a private node started now.
+
+    Returns:
+        The broker's URL, and the node to stop afterwards (None for the local one).
+    Raises:
+        BrokerNotInstalled: no broker answers and none can be started here.
+    """
+    if broker_answers(LOCAL_HOST, LOCAL_PORT):
+        return LOCAL_URL, None
+    print(
+        f"No broker on {LOCAL_HOST}:{LOCAL_PORT}; starting a private RabbitMQ node ...",
+        flush=True,
+    )
+    node = PrivateNode().start()
+    return node.url, node
+
+
 class PrivateNode:
     """One RabbitMQ node with its own name, ports and data directory under `base_dir`.
 
