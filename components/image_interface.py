@@ -8,6 +8,7 @@ from types import ModuleType
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import pods
 from components.settings import Settings
 from components.worker_source import load_worker_module
 
@@ -79,4 +80,27 @@ def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
                 ],
             ),
         ]
+    )
+
+
+def job_container(
+    name: str,
+    client: pods.ClientPodArgs,
+    args: pulumi.Input[list[str]],
+    env: list[k8s.core.v1.EnvVarArgs],
+    resources: k8s.core.v1.ResourceRequirementsArgs,
+    mounts: list[k8s.core.v1.VolumeMountArgs] = (),
+) -> k8s.core.v1.ContainerArgs:
+    """A Job's container: the worker image by digest, one of its commands, the
+    restricted security context and a writable /tmp beside `mounts`."""
+    return k8s.core.v1.ContainerArgs(
+        name=name,
+        image=client.image_ref,
+        image_pull_policy="Always",
+        command=COMMAND,
+        args=args,
+        env=env,
+        resources=resources,
+        security_context=pods.container_security(),
+        volume_mounts=[*mounts, pods.tmp_mount()],
     )

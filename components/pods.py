@@ -136,6 +136,19 @@ def job_pod_template(
     )
 
 
+def job_options(
+    parent: pulumi.Resource, after: list[pulumi.Resource], wait_seconds: int
+) -> pulumi.ResourceOptions:
+    """A Job's options: a child of its component, created once `after` is, and
+    awaited by `pulumi up` for at most `wait_seconds`, on create and on update."""
+    timeout = f"{wait_seconds}s"
+    return pulumi.ResourceOptions(
+        parent=parent,
+        depends_on=after,
+        custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+    )
+
+
 def service_account(
     name: str, namespace: pulumi.Input[str], labels: dict[str, str], parent
 ) -> k8s.core.v1.ServiceAccount:

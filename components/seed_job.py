@@ -109,13 +109,8 @@ class SeedJob(pulumi.ComponentResource):
                     args.client.pull_secret_names,
                 ),
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=args.after,
-                custom_timeouts=pulumi.CustomTimeouts(
-                    create=f"{SEED_DEADLINE_SECONDS + WAIT_MARGIN_SECONDS}s",
-                    update=f"{SEED_DEADLINE_SECONDS + WAIT_MARGIN_SECONDS}s",
-                ),
+            opts=pods.job_options(
+                self, args.after, SEED_DEADLINE_SECONDS + WAIT_MARGIN_SECONDS
             ),
         )
         self.job_name = self.job.metadata.name
@@ -123,12 +118,10 @@ class SeedJob(pulumi.ComponentResource):
 
 
 def _container(args: SeedJobArgs) -> k8s.core.v1.ContainerArgs:
-    return k8s.core.v1.ContainerArgs(
-        name="seed",
-        image=args.client.image_ref,
-        image_pull_policy="Always",
-        command=image_interface.COMMAND,
-        args=pulumi.Output.from_input(args.client.image_ref).apply(
+    return image_interface.job_container(
+        "seed",
+        args.client,
+        pulumi.Output.from_input(args.client.image_ref).apply(
             lambda image_ref: [
                 "seed",
                 "--file",
@@ -137,13 +130,11 @@ def _container(args: SeedJobArgs) -> k8s.core.v1.ContainerArgs:
                 seed_batch(args.items, image_ref),
             ]
         ),
-        env=args.client.environment,
-        resources=pods.resources("100m", "500m", "128Mi"),
-        security_context=pods.container_security(),
-        volume_mounts=[
+        args.client.environment,
+        pods.resources("100m", "500m", "128Mi"),
+        [
             k8s.core.v1.VolumeMountArgs(
                 name="items", mount_path=ITEMS_DIR, read_only=True
-            ),
-            pods.tmp_mount(),
+            )
         ],
     )

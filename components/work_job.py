@@ -114,14 +114,7 @@ class WorkJob(pulumi.ComponentResource):
                     args.client.pull_secret_names,
                 ),
             ),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=args.after,
-                custom_timeouts=pulumi.CustomTimeouts(
-                    create=f"{args.timeout_seconds}s",
-                    update=f"{args.timeout_seconds}s",
-                ),
-            ),
+            opts=pods.job_options(self, args.after, args.timeout_seconds),
         )
         self.job_name = self.job.metadata.name
         self.register_outputs({"job_name": self.job_name})
@@ -155,14 +148,10 @@ class WorkJob(pulumi.ComponentResource):
 
 
 def _container(args: WorkJobArgs) -> k8s.core.v1.ContainerArgs:
-    return k8s.core.v1.ContainerArgs(
-        name="work",
-        image=args.client.image_ref,
-        image_pull_policy="Always",
-        command=image_interface.COMMAND,
-        args=["work"],
-        env=[*args.client.environment, *args.work_environment],
-        resources=pods.resources(args.cpu_request, args.cpu_limit, args.memory),
-        security_context=pods.container_security(),
-        volume_mounts=[pods.tmp_mount()],
+    return image_interface.job_container(
+        "work",
+        args.client,
+        ["work"],
+        [*args.client.environment, *args.work_environment],
+        pods.resources(args.cpu_request, args.cpu_limit, args.memory),
     )
