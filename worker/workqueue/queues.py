@@ -6,12 +6,16 @@ seeder, the worker and the tests all declare through `declare_queues`.
 
 from __future__ import annotations
 
+import pika.exceptions
+import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
-from workqueue.settings import QueueSettings
+from workqueue.settings import QueueSettings, SettingsError
 
 #: Header RabbitMQ's quorum queues set on a redelivered message: earlier deliveries.
 DELIVERY_COUNT_HEADER = "x-delivery-count"
+#: RabbitMQ's reply when a queue exists with other arguments.
+PRECONDITION_FAILED = 406
 
 
 def queue_arguments(queue: QueueSettings) -> dict[str, object]:
@@ -35,18 +39,28 @@ def dead_letter_arguments() -> dict[str, object]:
     return {"x-queue-type": "quorum"}
 
 
-def declare_queues(channel: BlockingChannel, queue: QueueSettings) -> int:
+def declare_queues(
+    channel: BlockingChannel, queue: QueueSettings
+) -> pika.spec.Queue.DeclareOk:
     """Declare the dead-letter queue, then the work queue.
 
     Returns:
-        The number of items ready in the work queue.
+        The work queue's declaration: its ready items and its consumers.
     Raises:
-        pika.exceptions.ChannelClosedByBroker: the queue exists with other arguments.
+        SettingsError: the queue exists with other arguments (a changed
+            `DELIVERY_LIMIT`, say), which no retry can mend.
     """
-    channel.queue_declare(
-        queue.dead_letter_name, durable=True, arguments=dead_letter_arguments()
-    )
-    declared = channel.queue_declare(
-        queue.name, durable=True, arguments=queue_arguments(queue)
-    )
-    return declared.method.message_count
+    try:
+        channel.queue_declare(
+            queue.dead_letter_name, durable=True, arguments=dead_letter_arguments()
+        )
+        declared = channel.queue_declare(
+            queue.name, durable=True, arguments=queue_arguments(queue)
+        )
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != PRECONDITION_FAILED:
+            raise
+        raise SettingsError(
+            f"queue {queue.name} exists with other arguments: {error.reply_text}"
+        ) from None
+    return declared.method

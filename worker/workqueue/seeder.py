@@ -25,7 +25,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from workqueue.broker import connect, connection_parameters, describe
 from workqueue.queues import declare_queues
-from workqueue.settings import QueueSettings, SeedSettings, SettingsError
+from workqueue.settings import QueueSettings, SeedSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ PERSISTENT = pika.DeliveryMode.Persistent
 LEDGER_RUNS = 20
 #: RabbitMQ's reply when an exclusive queue belongs to another connection.
 RESOURCE_LOCKED = 405
-#: RabbitMQ's reply when a queue exists with other arguments.
-PRECONDITION_FAILED = 406
 
 
 class SeedInputError(ValueError):
@@ -303,7 +301,8 @@ def seed(settings: SeedSettings, items: Sequence[bytes], batch: str) -> int:
         channel = connection.channel()
         channel.confirm_delivery()
         _take_lock(channel, queue)
-        ready, consumers = _declare(channel, queue)
+        declared = declare_queues(channel, queue)
+        ready, consumers = declared.message_count, declared.consumer_count
         _declare_ledger(channel, queue)
         runs = _read_ledger(channel, queue)
         mine = next((run for run in runs if run.batch == batch), None)
@@ -350,24 +349,6 @@ def seed(settings: SeedSettings, items: Sequence[bytes], batch: str) -> int:
         published / elapsed if elapsed else 0,
     )
     return published
-
-
-def _declare(channel: BlockingChannel, queue: QueueSettings) -> tuple[int, int]:
-    """Declare the queues; returns the items ready and the consumers of the queue.
-
-    Raises:
-        SettingsError: the queue exists with other arguments.
-    """
-    try:
-        declare_queues(channel, queue)
-    except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code != PRECONDITION_FAILED:
-            raise
-        raise SettingsError(
-            f"queue {queue.name} exists with other arguments: {error.reply_text}"
-        ) from None
-    declared = channel.queue_declare(queue.name, passive=True).method
-    return declared.message_count, declared.consumer_count
 
 
 def _purge_interrupted_run(

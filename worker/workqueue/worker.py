@@ -107,27 +107,18 @@ class Worker:
             BrokerUnreachable: no connection before the connect deadline.
             BrokerRefused: the broker refused the credentials, vhost or TLS.
             ConnectStopped: SIGTERM arrived while the broker was waited for.
-            SettingsError: pika cannot use the broker URL's options.
+            SettingsError: pika cannot use the broker URL's options, or the queue
+                exists with other arguments.
         """
         connection = connect(self._settings.broker, lambda: self._stop_requested)
-        ready: int | None = None
         try:
             channel = connection.channel()
             channel.confirm_delivery()
-            ready = declare_queues(channel, self._settings.queue)
+            ready = declare_queues(channel, self._settings.queue).message_count
             if self._settings.mode == "coarse":
                 code = self._run_coarse(connection, channel)
             else:
                 code = self._run_fine(connection, channel, ready)
-        except pika.exceptions.ChannelClosedByBroker as error:
-            log.error("event=broker-error error=%r", describe(error))
-            # 406 to the declaration: the queue exists with other arguments, which no
-            # retry can fix. Later on, 406 is the broker's consumer timeout.
-            code = (
-                exitcodes.BAD_CONFIG
-                if error.reply_code == 406 and ready is None
-                else exitcodes.BROKER_FAILED
-            )
         except (
             pika.exceptions.AMQPConnectionError,
             pika.exceptions.AMQPChannelError,
